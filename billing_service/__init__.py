@@ -1,0 +1,1 @@
+"""Creditline server: credits, holds and the ledger, served over gRPC."""

@@ -1,0 +1,122 @@
+"""Queries for accounts. The account row is also the lock that orders every change to its
+buckets, holds and ledger: `lock` must come first in any unit of work that changes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from billing_service.db.codec import (
+    dump_map,
+    from_micros,
+    load_map,
+    opt_from_micros,
+    opt_to_micros,
+    to_micros,
+)
+from billing_service.db.tables import accounts
+from billing_service.domain.model import Account, BillingMode
+
+
+class LockedAccount:
+    """An account row read under its lock, with the cached sums the book starts from."""
+
+    def __init__(self, account: Account, balance: int, held: int, sweep_due_at: int | None):
+        self.account = account
+        self.balance = balance
+        self.held = held
+        self.sweep_due_at = opt_from_micros(sweep_due_at)
+
+
+class AccountRepository:
+    """Reads and writes rows of the accounts table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+
+    def get(self, account_id: str) -> Account | None:
+        """The account, or None."""
+        row = self._conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
+        return None if row is None else _account(row._mapping)
+
+    def lock(self, account_id: str) -> LockedAccount | None:
+        """Read the account and hold its row lock until the transaction ends."""
+        row = self._conn.execute(
+            select(accounts).where(accounts.c.id == account_id).with_for_update()
+        ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return LockedAccount(_account(m), m["balance"], m["held"], m["sweep_due_at"])
+
+    def add(self, account: Account) -> None:
+        """Insert a new account with a zero balance."""
+        self._conn.execute(insert(accounts).values(**_row(account), balance=0, held=0))
+
+    def save(self, account: Account) -> None:
+        """Write an account's descriptive fields."""
+        self._conn.execute(
+            update(accounts).where(accounts.c.id == account.id).values(**_row(account))
+        )
+
+    def save_sums(
+        self, account_id: str, *, balance: int, held: int, sweep_due_at: datetime | None
+    ) -> None:
+        """Write the cached balance and held sums and the next time-driven change."""
+        self._conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(balance=balance, held=held, sweep_due_at=opt_to_micros(sweep_due_at))
+        )
+
+    def list(self, *, after_id: str, limit: int, parent_id: str | None) -> list[Account]:
+        """Accounts in id order after after_id, optionally only one parent's children."""
+        query = select(accounts).where(accounts.c.id > after_id)
+        if parent_id is not None:
+            query = query.where(accounts.c.parent_id == parent_id)
+        rows = self._conn.execute(query.order_by(accounts.c.id).limit(limit))
+        return [_account(r._mapping) for r in rows]
+
+    def parent_of(self, account_id: str) -> str | None:
+        """The account's parent id, or None; used to refuse parent cycles."""
+        return self._conn.execute(
+            select(accounts.c.parent_id).where(accounts.c.id == account_id)
+        ).scalar_one_or_none()
+
+    def due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        """Ids of accounts whose buckets or holds have time-driven changes due by now."""
+        rows = self._conn.execute(
+            select(accounts.c.id)
+            .where(accounts.c.sweep_due_at <= to_micros(now))
+            .order_by(accounts.c.sweep_due_at)
+            .limit(limit)
+        )
+        return [r[0] for r in rows]
+
+
+def _row(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "billing_mode": account.billing_mode.value,
+        "stripe_customer_id": account.stripe_customer_id,
+        "parent_id": account.parent_id or None,
+        "low_balance_threshold": account.low_balance_threshold,
+        "metadata": dump_map(account.metadata),
+        "created_at": to_micros(account.created_at),
+        "updated_at": to_micros(account.updated_at),
+    }
+
+
+def _account(m: Any) -> Account:
+    return Account(
+        id=m["id"],
+        billing_mode=BillingMode(m["billing_mode"]),
+        stripe_customer_id=m["stripe_customer_id"],
+        parent_id=m["parent_id"] or "",
+        low_balance_threshold=m["low_balance_threshold"],
+        metadata=load_map(m["metadata"]),
+        created_at=from_micros(m["created_at"]),
+        updated_at=from_micros(m["updated_at"]),
+    )

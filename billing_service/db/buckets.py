@@ -1,0 +1,133 @@
+"""Queries for grant buckets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, or_, select, tuple_, update
+
+from billing_service.db.codec import (
+    dump_map,
+    from_micros,
+    load_map,
+    opt_from_micros,
+    opt_to_micros,
+    to_micros,
+)
+from billing_service.db.tables import buckets
+from billing_service.domain.model import Bucket, GrantSource, GrantStatus
+
+# Must match the predicate of ix_buckets_live so both databases use that index.
+_LIVE = or_(buckets.c.remaining > 0, buckets.c.status == GrantStatus.PENDING.value)
+
+
+class BucketRepository:
+    """Reads and writes rows of the buckets table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+
+    def live(self, account_id: str) -> list[Bucket]:
+        """The account's buckets that hold credits or are still to take effect."""
+        rows = self._conn.execute(select(buckets).where(buckets.c.account_id == account_id, _LIVE))
+        return [_bucket(r._mapping) for r in rows]
+
+    def by_ids(self, ids: Iterable[str]) -> list[Bucket]:
+        """The named buckets that exist."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        rows = self._conn.execute(select(buckets).where(buckets.c.id.in_(wanted)))
+        return [_bucket(r._mapping) for r in rows]
+
+    def get(self, grant_id: str) -> Bucket | None:
+        """One bucket, or None."""
+        row = self._conn.execute(select(buckets).where(buckets.c.id == grant_id)).first()
+        return None if row is None else _bucket(row._mapping)
+
+    def add(self, new: Sequence[Bucket]) -> None:
+        """Insert new buckets."""
+        if new:
+            self._conn.execute(insert(buckets), [_row(b) for b in new])
+
+    def save(self, changed: Sequence[Bucket]) -> None:
+        """Write the mutable fields of changed buckets."""
+        if not changed:
+            return
+        self._conn.execute(
+            update(buckets)
+            .where(buckets.c.id == bindparam("b_id"))
+            .values(
+                remaining=bindparam("b_remaining"),
+                held=bindparam("b_held"),
+                status=bindparam("b_status"),
+            ),
+            [
+                {
+                    "b_id": b.id,
+                    "b_remaining": b.remaining,
+                    "b_held": b.held,
+                    "b_status": b.status.value,
+                }
+                for b in changed
+            ],
+        )
+
+    def page(
+        self,
+        account_id: str,
+        *,
+        before: tuple[int, str] | None,
+        limit: int,
+        statuses: Sequence[GrantStatus],
+    ) -> list[Bucket]:
+        """The account's buckets newest first, strictly older than the cursor."""
+        query = select(buckets).where(buckets.c.account_id == account_id)
+        if statuses:
+            query = query.where(buckets.c.status.in_([s.value for s in statuses]))
+        if before is not None:
+            query = query.where(tuple_(buckets.c.created_at, buckets.c.id) < before)
+        query = query.order_by(buckets.c.created_at.desc(), buckets.c.id.desc()).limit(limit)
+        return [_bucket(r._mapping) for r in self._conn.execute(query)]
+
+
+def cursor_of(bucket: Bucket) -> tuple[int, str]:
+    """The keyset cursor that pages continue after."""
+    return (to_micros(bucket.created_at), bucket.id)
+
+
+def _row(b: Bucket) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "account_id": b.account_id,
+        "source": b.source.value,
+        "amount": b.amount,
+        "remaining": b.remaining,
+        "held": b.held,
+        "priority": b.priority,
+        "effective_at": to_micros(b.effective_at),
+        "expires_at": opt_to_micros(b.expires_at),
+        "status": b.status.value,
+        "description": b.description,
+        "metadata": dump_map(b.metadata),
+        "created_at": to_micros(b.created_at),
+    }
+
+
+def _bucket(m: Any) -> Bucket:
+    return Bucket(
+        id=m["id"],
+        account_id=m["account_id"],
+        source=GrantSource(m["source"]),
+        amount=m["amount"],
+        remaining=m["remaining"],
+        held=m["held"],
+        priority=m["priority"],
+        effective_at=from_micros(m["effective_at"]),
+        expires_at=opt_from_micros(m["expires_at"]),
+        status=GrantStatus(m["status"]),
+        description=m["description"],
+        metadata=load_map(m["metadata"]),
+        created_at=from_micros(m["created_at"]),
+    )

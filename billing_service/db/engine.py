@@ -1,0 +1,66 @@
+"""Engines for SQLite (the default, one node) and PostgreSQL (production), set up alike.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction starts with BEGIN IMMEDIATE
+so writers queue for the one write lock instead of failing to upgrade a read lock. PostgreSQL
+runs at READ COMMITTED through psycopg 3; per-account row locks order the writers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def normalize_url(url: str) -> str:
+    """Pick our drivers: psycopg 3 for plain postgresql:// URLs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    """True when the URL names a SQLite database."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def build_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for url, with the per-backend settings the ledger relies on."""
+    url = normalize_url(url)
+    if is_sqlite(url):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": 2},
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Readers (execution option read_only) keep WAL's concurrent snapshot reads.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

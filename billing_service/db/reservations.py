@@ -1,0 +1,135 @@
+"""Queries for reservations (holds)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, tuple_, update
+
+from billing_service.db.codec import (
+    dump_map,
+    dump_movements,
+    from_micros,
+    load_map,
+    load_movements,
+    opt_from_micros,
+    opt_to_micros,
+    to_micros,
+)
+from billing_service.db.tables import reservations
+from billing_service.domain.model import Reservation, ReservationStatus
+
+_ACTIVE = ReservationStatus.ACTIVE.value
+
+
+class ReservationRepository:
+    """Reads and writes rows of the reservations table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+
+    def get(self, reservation_id: str) -> Reservation | None:
+        """One hold, or None."""
+        row = self._conn.execute(
+            select(reservations).where(reservations.c.id == reservation_id)
+        ).first()
+        return None if row is None else _reservation(row._mapping)
+
+    def add(self, reservation: Reservation) -> None:
+        """Insert a new hold."""
+        self._conn.execute(insert(reservations).values(**_row(reservation)))
+
+    def save(self, reservation: Reservation) -> None:
+        """Write a hold's resolution."""
+        self._conn.execute(
+            update(reservations)
+            .where(reservations.c.id == reservation.id)
+            .values(
+                status=reservation.status.value,
+                committed_amount=reservation.committed_amount,
+                resolved_at=opt_to_micros(reservation.resolved_at),
+                ledger_entry_id=reservation.ledger_entry_id,
+            )
+        )
+
+    def expired_active(self, account_id: str, now: datetime) -> list[Reservation]:
+        """The account's active holds whose expiry time has passed."""
+        rows = self._conn.execute(
+            select(reservations)
+            .where(
+                reservations.c.account_id == account_id,
+                reservations.c.status == _ACTIVE,
+                reservations.c.expires_at <= to_micros(now),
+            )
+            .order_by(reservations.c.expires_at, reservations.c.id)
+        )
+        return [_reservation(r._mapping) for r in rows]
+
+    def next_expiry(self, account_id: str) -> datetime | None:
+        """When the account's next active hold expires, if it has any."""
+        value = self._conn.execute(
+            select(func.min(reservations.c.expires_at)).where(
+                reservations.c.account_id == account_id, reservations.c.status == _ACTIVE
+            )
+        ).scalar_one_or_none()
+        return opt_from_micros(value)
+
+    def page(
+        self,
+        account_id: str,
+        *,
+        before: tuple[int, str] | None,
+        limit: int,
+        statuses: Sequence[ReservationStatus],
+    ) -> list[Reservation]:
+        """The account's holds newest first, strictly older than the cursor."""
+        query = select(reservations).where(reservations.c.account_id == account_id)
+        if statuses:
+            query = query.where(reservations.c.status.in_([s.value for s in statuses]))
+        if before is not None:
+            query = query.where(tuple_(reservations.c.created_at, reservations.c.id) < before)
+        query = query.order_by(reservations.c.created_at.desc(), reservations.c.id.desc())
+        return [_reservation(r._mapping) for r in self._conn.execute(query.limit(limit))]
+
+
+def cursor_of(reservation: Reservation) -> tuple[int, str]:
+    """The keyset cursor that pages continue after."""
+    return (to_micros(reservation.created_at), reservation.id)
+
+
+def _row(r: Reservation) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "account_id": r.account_id,
+        "amount": r.amount,
+        "status": r.status.value,
+        "committed_amount": r.committed_amount,
+        "allocations": dump_movements(r.allocations),
+        "feature": r.feature,
+        "request_id": r.request_id,
+        "metadata": dump_map(r.metadata),
+        "created_at": to_micros(r.created_at),
+        "expires_at": to_micros(r.expires_at),
+        "resolved_at": opt_to_micros(r.resolved_at),
+        "ledger_entry_id": r.ledger_entry_id,
+    }
+
+
+def _reservation(m: Any) -> Reservation:
+    return Reservation(
+        id=m["id"],
+        account_id=m["account_id"],
+        amount=m["amount"],
+        status=ReservationStatus(m["status"]),
+        committed_amount=m["committed_amount"],
+        allocations=load_movements(m["allocations"]),
+        feature=m["feature"],
+        request_id=m["request_id"],
+        metadata=load_map(m["metadata"]),
+        created_at=from_micros(m["created_at"]),
+        expires_at=from_micros(m["expires_at"]),
+        resolved_at=opt_from_micros(m["resolved_at"]),
+        ledger_entry_id=m["ledger_entry_id"],
+    )

@@ -1,0 +1,132 @@
+"""The schema as SQLAlchemy Core tables; Alembic migrations create it and `alembic check`
+keeps the two in step.
+
+Amounts are BIGINT micro-credits, times BIGINT microseconds since the epoch (UTC): exact, fast
+and the same on SQLite and PostgreSQL. Enums are stored as their readable names.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+# SQLite only turns an INTEGER PRIMARY KEY into the auto-incrementing rowid.
+SequenceId = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("billing_mode", String(16), nullable=False),
+    Column("stripe_customer_id", String(255), nullable=False, server_default=""),
+    Column("parent_id", String(128), ForeignKey("accounts.id"), nullable=True),
+    Column("low_balance_threshold", BigInteger, nullable=True),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    # Cached sums, changed only together with the rows they sum, under the account's lock.
+    Column("balance", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    # No bucket or hold of the account changes state by time before this moment (or never).
+    Column("sweep_due_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "parent_id"),
+    Index(None, "sweep_due_at"),
+)
+
+buckets = Table(
+    "buckets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("effective_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id", "created_at"),
+    # The live buckets of an account: what every spend reads.
+    Index(
+        "ix_buckets_live",
+        "account_id",
+        sqlite_where=text("remaining > 0 OR status = 'PENDING'"),
+        postgresql_where=text("remaining > 0 OR status = 'PENDING'"),
+    ),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("seq", SequenceId, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("buckets", Text, nullable=False),
+    Column("idempotency_key", String(255), nullable=False, server_default=""),
+    Column("feature", String(128), nullable=False, server_default=""),
+    Column("request_id", String(255), nullable=False, server_default=""),
+    Column("reservation_id", String(40), nullable=False, server_default=""),
+    Column("refunded_entry_id", String(40), nullable=False, server_default=""),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id", "seq"),
+    Index(None, "refunded_entry_id"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("committed_amount", BigInteger, nullable=True),
+    Column("allocations", Text, nullable=False),
+    Column("feature", String(128), nullable=False, server_default=""),
+    Column("request_id", String(255), nullable=False, server_default=""),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("resolved_at", BigInteger, nullable=True),
+    Column("ledger_entry_id", String(40), nullable=False, server_default=""),
+    Index(None, "account_id", "created_at"),
+    Index(None, "status", "expires_at"),
+)
+
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("operation", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Generated creditline.v1 protobuf and gRPC modules; regenerate, never edit."""
