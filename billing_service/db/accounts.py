@@ -41,6 +41,15 @@ class AccountRepository:
         row = self._conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
         return None if row is None else _account(row._mapping)
 
+    def get_sums(self, account_id: str) -> tuple[int, int, datetime | None] | None:
+        """The cached balance and held sums and the next sweep time, without locking."""
+        row = self._conn.execute(
+            select(accounts.c.balance, accounts.c.held, accounts.c.sweep_due_at).where(
+                accounts.c.id == account_id
+            )
+        ).first()
+        return None if row is None else (row[0], row[1], opt_from_micros(row[2]))
+
     def lock(self, account_id: str) -> LockedAccount | None:
         """Read the account and hold its row lock until the transaction ends."""
         row = self._conn.execute(
@@ -71,7 +80,7 @@ class AccountRepository:
             .values(balance=balance, held=held, sweep_due_at=opt_to_micros(sweep_due_at))
         )
 
-    def list(self, *, after_id: str, limit: int, parent_id: str | None) -> list[Account]:
+    def page(self, *, after_id: str, limit: int, parent_id: str | None) -> list[Account]:
         """Accounts in id order after after_id, optionally only one parent's children."""
         query = select(accounts).where(accounts.c.id > after_id)
         if parent_id is not None:

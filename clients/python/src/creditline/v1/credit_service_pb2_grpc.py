@@ -235,7 +235,8 @@ class CreditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseReservation(self, request, context):
-        """Releases a hold without spending.
+        """Releases a hold without spending. Releasing a hold that has expired already succeeds and
+        returns it as EXPIRED.
         Errors: FAILED_PRECONDITION (RESERVATION_NOT_ACTIVE), NOT_FOUND (RESERVATION_NOT_FOUND),
         INVALID_ARGUMENT.
         """

@@ -97,7 +97,8 @@ class CreditServiceStub:
     INSUFFICIENT_CREDITS), NOT_FOUND (RESERVATION_NOT_FOUND), INVALID_ARGUMENT.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_credit_service_pb2.ReleaseReservationRequest, _credit_service_pb2.ReleaseReservationResponse]
-    """Releases a hold without spending.
+    """Releases a hold without spending. Releasing a hold that has expired already succeeds and
+    returns it as EXPIRED.
     Errors: FAILED_PRECONDITION (RESERVATION_NOT_ACTIVE), NOT_FOUND (RESERVATION_NOT_FOUND),
     INVALID_ARGUMENT.
     """
@@ -194,7 +195,8 @@ class CreditServiceAsyncStub(CreditServiceStub):
     INSUFFICIENT_CREDITS), NOT_FOUND (RESERVATION_NOT_FOUND), INVALID_ARGUMENT.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_credit_service_pb2.ReleaseReservationRequest, _credit_service_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
-    """Releases a hold without spending.
+    """Releases a hold without spending. Releasing a hold that has expired already succeeds and
+    returns it as EXPIRED.
     Errors: FAILED_PRECONDITION (RESERVATION_NOT_ACTIVE), NOT_FOUND (RESERVATION_NOT_FOUND),
     INVALID_ARGUMENT.
     """
@@ -354,7 +356,8 @@ class CreditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _credit_service_pb2.ReleaseReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_credit_service_pb2.ReleaseReservationResponse, _abc.Awaitable[_credit_service_pb2.ReleaseReservationResponse]]:
-        """Releases a hold without spending.
+        """Releases a hold without spending. Releasing a hold that has expired already succeeds and
+        returns it as EXPIRED.
         Errors: FAILED_PRECONDITION (RESERVATION_NOT_ACTIVE), NOT_FOUND (RESERVATION_NOT_FOUND),
         INVALID_ARGUMENT.
         """

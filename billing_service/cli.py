@@ -1,0 +1,129 @@
+"""The `creditline` command: serve, migrate, worker and token helpers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from billing_service import logs
+from billing_service.app import SchemaOutOfDate, make_context, open_engine
+from billing_service.db import migrate
+from billing_service.db.engine import build_engine
+from billing_service.jobs.sweeper import Sweeper
+from billing_service.rpc.auth import ROLES, new_token, parse_tokens
+from billing_service.rpc.server import InsecureListenError, build_server
+from billing_service.settings import Settings
+
+log = logging.getLogger("creditline")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `creditline` console script."""
+    parser = argparse.ArgumentParser(prog="creditline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC server (and background jobs)")
+    serve.add_argument("--listen", help="host:port to bind (CREDITLINE_LISTEN)")
+    serve.add_argument("--database-url", help="database URL (CREDITLINE_DATABASE_URL)")
+    commands.add_parser("migrate", help="bring the database schema to the newest revision")
+    worker = commands.add_parser("worker", help="run only the background jobs")
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    token = commands.add_parser("token", help="create an auth token and its config entry")
+    token.add_argument("--name", required=True, help="who the token is for, e.g. api-gateway")
+    token.add_argument("--roles", required=True, help=f"'+'-separated roles from {sorted(ROLES)}")
+    args = parser.parse_args(argv)
+
+    overrides = {
+        key: value
+        for key, value in {
+            "listen": getattr(args, "listen", None),
+            "database_url": getattr(args, "database_url", None),
+        }.items()
+        if value
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        print(f"creditline: bad configuration:\n{error}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+
+    if args.command == "token":
+        return _token(args.name, args.roles)
+    if args.command == "migrate":
+        engine = build_engine(settings.database_url, pool_size=1)
+        migrate.upgrade(engine)
+        log.info("database schema is current")
+        return 0
+    try:
+        if args.command == "worker":
+            return _worker(settings, once=args.once)
+        return _serve(settings)
+    except (SchemaOutOfDate, InsecureListenError, ValueError, OSError) as error:
+        log.error(str(error))
+        return 1
+
+
+def _token(name: str, roles: str) -> int:
+    token, digest = new_token()
+    entry = f"{name}:{roles}:{digest}"
+    parse_tokens(entry)
+    print(f"token (give it to the caller, store it nowhere else): {token}")
+    print(f"CREDITLINE_AUTH_TOKENS entry (hash only):            {entry}")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    tokens = parse_tokens(settings.auth_tokens)
+    engine = open_engine(settings)
+    ctx = make_context(engine, settings)
+    running = build_server(
+        ctx, listen=settings.listen, tokens=tokens, max_workers=settings.max_workers
+    )
+    host = settings.listen.rpartition(":")[0]
+    log.info("serving", extra={"address": f"{host}:{running.port}", "auth": bool(tokens)})
+    sweeper = Sweeper(ctx, interval=settings.sweep_interval_seconds, batch=settings.sweep_batch)
+    if settings.run_jobs:
+        sweeper.start()
+    _wait_for_signal()
+    log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    running.stop(settings.shutdown_grace_seconds)
+    sweeper.stop()
+    engine.dispose()
+    log.info("stopped")
+    return 0
+
+
+def _worker(settings: Settings, *, once: bool) -> int:
+    engine = open_engine(settings)
+    sweeper = Sweeper(
+        make_context(engine, settings),
+        interval=settings.sweep_interval_seconds,
+        batch=settings.sweep_batch,
+    )
+    if once:
+        while sweeper.run_once() >= settings.sweep_batch:
+            pass
+        return 0
+    sweeper.start()
+    log.info("worker running")
+    _wait_for_signal()
+    sweeper.stop()
+    engine.dispose()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Background jobs that run inside `serve` or alone under `creditline worker`."""

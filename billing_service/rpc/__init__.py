@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers, the error table, interceptors and the server factory."""

@@ -1,0 +1,91 @@
+"""The one table that turns domain errors into gRPC statuses (AIP-193).
+
+Every refusal leaves with a google.rpc.Status carrying an ErrorInfo (reason, domain and the
+metadata a caller acts on) and, for bad input, a BadRequest naming the field. Anything that is
+not a DomainError is a bug: it is logged with its traceback and answered INTERNAL with no
+detail, so no stack trace or secret ever reaches a caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from billing_service.domain.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidField,
+    NotFound,
+    Unavailable,
+)
+
+DOMAIN = "creditline.dev"
+
+log = logging.getLogger(__name__)
+
+# Most specific class first: the first match decides.
+STATUS_FOR: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
+    (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_code_for(error: DomainError) -> grpc.StatusCode:
+    """The gRPC status code for a domain error."""
+    for cls, code in STATUS_FOR:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str], field: str = ""
+) -> grpc.Status:
+    """A status with ErrorInfo (and BadRequest when a field is named) packed in its details."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
+    details = [info]
+    if field:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                ]
+            )
+        )
+        details.append(bad)
+    proto = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return rpc_status.to_status(proto)
+
+
+def abort_with_domain_error(context: grpc.ServicerContext, error: DomainError) -> NoReturn:
+    """End the call with the status the table gives this error."""
+    field = error.field if isinstance(error, InvalidField) else ""
+    context.abort_with_status(
+        rich_status(status_code_for(error), error.message, error.reason, error.metadata, field)
+    )
+    raise AssertionError("abort_with_status returns only by raising")
+
+
+def abort_internal(context: grpc.ServicerContext, method: str) -> NoReturn:
+    """End the call as INTERNAL after an unexpected failure, revealing nothing of it."""
+    log.exception("unexpected failure", extra={"method": method})
+    context.abort_with_status(
+        rich_status(
+            grpc.StatusCode.INTERNAL,
+            "internal error; the call may be retried with the same idempotency key",
+            "INTERNAL",
+            {},
+        )
+    )
+    raise AssertionError("abort_with_status returns only by raising")

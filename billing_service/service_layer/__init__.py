@@ -1,0 +1,1 @@
+"""Use cases: each owns one transaction, its idempotency record and its validation."""

@@ -1,0 +1,374 @@
+"""Use cases that move credits: grant, void, spend, reserve, commit, release, refund.
+
+Each runs in one transaction that first locks the account row (books.open_book), so all
+changes to one account are serialized on both databases while different accounts proceed in
+parallel. Validation happens before the transaction; a refusal inside it rolls everything back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from billing_service.domain.errors import FailedPrecondition, InvalidField, NotFound
+from billing_service.domain.ids import new_id
+from billing_service.domain.model import (
+    EntryContext,
+    GrantSource,
+    Reservation,
+    ReservationStatus,
+)
+from billing_service.domain.validation import (
+    check_id,
+    check_metadata,
+    check_priority,
+    check_text,
+)
+from billing_service.service_layer.books import OpenBook, open_book, save_book
+from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.idempotency import Outcome, run_idempotent
+from billing_service.service_layer.results import (
+    GrantResult,
+    RefundResult,
+    ReservationResult,
+    SpendResult,
+)
+from billing_service.service_layer.unit_of_work import Tx
+
+MAX_FEATURE = 128
+MAX_REQUEST_ID = 255
+
+
+def grant_credits(
+    ctx: AppContext,
+    *,
+    account_id: str,
+    amount: int,
+    source: GrantSource | None,
+    priority: int | None,
+    effective_at: datetime | None,
+    expires_at: datetime | None,
+    description: str,
+    metadata: Mapping[str, str],
+    idempotency_key: str,
+) -> Outcome[GrantResult]:
+    """Grant credits into a new bucket."""
+    check_id(account_id, "account_id")
+    if source is None:
+        raise InvalidField("source", "is required, e.g. GRANT_SOURCE_PURCHASE")
+    check_priority(priority)
+    check_text(description, "description")
+    labels = check_metadata(metadata)
+    if effective_at and expires_at and expires_at <= effective_at:
+        raise InvalidField("expire_time", "must be later than effective_time")
+
+    def work(tx: Tx, now: datetime) -> GrantResult:
+        opened = open_book(tx, account_id, now)
+        bucket, entry = opened.book.grant(
+            source=source,
+            amount=amount,
+            priority=priority,
+            effective_at=effective_at,
+            expires_at=expires_at,
+            description=description,
+            metadata=labels,
+            context=EntryContext(idempotency_key=idempotency_key, metadata=labels),
+        )
+        save_book(tx, opened)
+        return GrantResult(bucket, entry)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="GrantCredits",
+        key=idempotency_key,
+        request={
+            "account_id": account_id,
+            "amount": amount,
+            "source": source,
+            "priority": priority,
+            "effective_at": effective_at,
+            "expires_at": expires_at,
+            "description": description,
+            "metadata": labels,
+        },
+        result_type=GrantResult,
+        work=work,
+    )
+
+
+def void_grant(
+    ctx: AppContext, *, grant_id: str, reason: str, idempotency_key: str
+) -> Outcome[GrantResult]:
+    """Void a grant's unspent remainder."""
+    check_id(grant_id, "grant_id")
+    check_text(reason, "reason")
+
+    def work(tx: Tx, now: datetime) -> GrantResult:
+        found = tx.buckets.get(grant_id)
+        if found is None:
+            raise NotFound("GRANT", "grant_id", grant_id)
+        opened = open_book(tx, found.account_id, now)
+        opened.book.add_buckets(tx.buckets.by_ids([grant_id]))
+        bucket, entry = opened.book.void(
+            grant_id,
+            EntryContext(
+                idempotency_key=idempotency_key, metadata={"reason": reason} if reason else {}
+            ),
+        )
+        save_book(tx, opened)
+        return GrantResult(bucket, entry)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="VoidGrant",
+        key=idempotency_key,
+        request={"grant_id": grant_id, "reason": reason},
+        result_type=GrantResult,
+        work=work,
+    )
+
+
+def spend_credits(
+    ctx: AppContext,
+    *,
+    account_id: str,
+    amount: int,
+    feature: str,
+    request_id: str,
+    metadata: Mapping[str, str],
+    idempotency_key: str,
+) -> Outcome[SpendResult]:
+    """Debit credits at once."""
+    check_id(account_id, "account_id")
+    context = _context(idempotency_key, feature, request_id, metadata)
+
+    def work(tx: Tx, now: datetime) -> SpendResult:
+        opened = open_book(tx, account_id, now)
+        entry = opened.book.spend(amount, context)
+        save_book(tx, opened)
+        return SpendResult(entry, opened.book.available)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="SpendCredits",
+        key=idempotency_key,
+        request={"account_id": account_id, "amount": amount, "context": context},
+        result_type=SpendResult,
+        work=work,
+    )
+
+
+def reserve_credits(
+    ctx: AppContext,
+    *,
+    account_id: str,
+    amount: int,
+    ttl: timedelta | None,
+    feature: str,
+    request_id: str,
+    metadata: Mapping[str, str],
+    idempotency_key: str,
+) -> Outcome[ReservationResult]:
+    """Hold credits until commit, release or expiry."""
+    check_id(account_id, "account_id")
+    context = _context(idempotency_key, feature, request_id, metadata)
+    lifetime = ctx.holds.default_ttl if ttl is None else ttl
+    if lifetime <= timedelta(0):
+        raise InvalidField("ttl", "must be positive")
+    if lifetime > ctx.holds.max_ttl:
+        raise InvalidField("ttl", f"must be at most {int(ctx.holds.max_ttl.total_seconds())}s")
+
+    def work(tx: Tx, now: datetime) -> ReservationResult:
+        opened = open_book(tx, account_id, now)
+        allocations = opened.book.hold(amount)
+        reservation = Reservation(
+            id=new_id("rsv"),
+            account_id=account_id,
+            amount=amount,
+            status=ReservationStatus.ACTIVE,
+            committed_amount=None,
+            allocations=allocations,
+            feature=context.feature,
+            request_id=context.request_id,
+            metadata=context.metadata,
+            created_at=now,
+            expires_at=now + lifetime,
+            resolved_at=None,
+            ledger_entry_id="",
+        )
+        tx.reservations.add(reservation)
+        save_book(tx, opened, new_hold_expiry=reservation.expires_at)
+        return ReservationResult(reservation)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="ReserveCredits",
+        key=idempotency_key,
+        request={
+            "account_id": account_id,
+            "amount": amount,
+            "ttl_us": lifetime // timedelta(microseconds=1),
+            "context": context,
+        },
+        result_type=ReservationResult,
+        work=work,
+    )
+
+
+def commit_reservation(
+    ctx: AppContext, *, reservation_id: str, amount: int, idempotency_key: str
+) -> Outcome[ReservationResult]:
+    """Settle a hold at the actual amount."""
+    check_id(reservation_id, "reservation_id")
+
+    def work(tx: Tx, now: datetime) -> ReservationResult:
+        opened, hold = _open_hold(tx, reservation_id, now)
+        entry = opened.book.settle(
+            hold.allocations,
+            amount,
+            EntryContext(
+                idempotency_key=idempotency_key,
+                feature=hold.feature,
+                request_id=hold.request_id,
+                metadata=hold.metadata,
+            ),
+            reservation_id=hold.id,
+        )
+        settled = replace(
+            hold,
+            status=ReservationStatus.COMMITTED,
+            committed_amount=amount,
+            resolved_at=now,
+            ledger_entry_id=entry.id if entry else "",
+        )
+        tx.reservations.save(settled)
+        save_book(tx, opened)
+        return ReservationResult(settled, entry)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="CommitReservation",
+        key=idempotency_key,
+        request={"reservation_id": reservation_id, "amount": amount},
+        result_type=ReservationResult,
+        work=work,
+    )
+
+
+def release_reservation(
+    ctx: AppContext, *, reservation_id: str, idempotency_key: str
+) -> Outcome[ReservationResult]:
+    """Let go of a hold without spending."""
+    check_id(reservation_id, "reservation_id")
+
+    def work(tx: Tx, now: datetime) -> ReservationResult:
+        opened, hold = _open_hold(tx, reservation_id, now, allow_expired=True)
+        if hold.status is ReservationStatus.EXPIRED:
+            # Expiry released it already: the caller's wish holds, so this is no error.
+            save_book(tx, opened)
+            return ReservationResult(hold)
+        opened.book.release(hold.allocations)
+        released = replace(hold, status=ReservationStatus.RELEASED, resolved_at=now)
+        tx.reservations.save(released)
+        save_book(tx, opened)
+        return ReservationResult(released)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="ReleaseReservation",
+        key=idempotency_key,
+        request={"reservation_id": reservation_id},
+        result_type=ReservationResult,
+        work=work,
+    )
+
+
+def refund_spend(
+    ctx: AppContext,
+    *,
+    entry_id: str,
+    amount: int | None,
+    reason: str,
+    idempotency_key: str,
+) -> Outcome[RefundResult]:
+    """Give back spent credits to where they came from."""
+    check_id(entry_id, "ledger_entry_id")
+    check_text(reason, "reason")
+
+    def work(tx: Tx, now: datetime) -> RefundResult:
+        spend = tx.ledger.get(entry_id)
+        if spend is None:
+            raise NotFound("LEDGER_ENTRY", "ledger_entry_id", entry_id)
+        opened = open_book(tx, spend.account_id, now)
+        opened.book.add_buckets(tx.buckets.by_ids(g for g, _ in spend.buckets))
+        entry = opened.book.refund(
+            spend,
+            tx.ledger.refunded_total(entry_id),
+            amount,
+            EntryContext(
+                idempotency_key=idempotency_key,
+                feature=spend.feature,
+                metadata={"reason": reason} if reason else {},
+            ),
+        )
+        save_book(tx, opened)
+        return RefundResult(entry)
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="RefundSpend",
+        key=idempotency_key,
+        request={"entry_id": entry_id, "amount": amount, "reason": reason},
+        result_type=RefundResult,
+        work=work,
+    )
+
+
+def _open_hold(
+    tx: Tx, reservation_id: str, now: datetime, *, allow_expired: bool = False
+) -> tuple[OpenBook, Reservation]:
+    """Lock the hold's account and return the hold as it stands under that lock."""
+    found = tx.reservations.get(reservation_id)
+    if found is None:
+        raise NotFound("RESERVATION", "reservation_id", reservation_id)
+    opened = open_book(tx, found.account_id, now)
+    swept = next((h for h in opened.expired_holds if h.id == reservation_id), None)
+    hold = swept or tx.reservations.get(reservation_id) or found
+    if hold.status is ReservationStatus.EXPIRED and allow_expired:
+        return opened, hold
+    if hold.status is ReservationStatus.EXPIRED or (
+        hold.status is ReservationStatus.ACTIVE and hold.expires_at <= now
+    ):
+        raise FailedPrecondition(
+            f"reservation {reservation_id!r} expired at {hold.expires_at.isoformat()}",
+            reason="RESERVATION_EXPIRED",
+            reservation_id=reservation_id,
+            expire_time=hold.expires_at.isoformat(),
+        )
+    if hold.status is not ReservationStatus.ACTIVE:
+        raise FailedPrecondition(
+            f"reservation {reservation_id!r} is {hold.status.value.lower()} already",
+            reason="RESERVATION_NOT_ACTIVE",
+            reservation_id=reservation_id,
+            status=hold.status.value,
+        )
+    return opened, hold
+
+
+def _context(
+    idempotency_key: str, feature: str, request_id: str, metadata: Mapping[str, str]
+) -> EntryContext:
+    return EntryContext(
+        idempotency_key=idempotency_key,
+        feature=check_text(feature, "feature", MAX_FEATURE),
+        request_id=check_text(request_id, "request_id", MAX_REQUEST_ID),
+        metadata=check_metadata(metadata),
+    )

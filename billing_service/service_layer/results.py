@@ -1,0 +1,45 @@
+"""The answers of mutating use cases, stored verbatim for idempotent replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing_service.domain.model import Account, Bucket, LedgerEntry, Reservation
+
+
+@dataclass(frozen=True)
+class AccountResult:
+    """An account after a create or update."""
+
+    account: Account
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    """A grant's bucket and the entry that moved the balance, if any did."""
+
+    grant: Bucket
+    entry: LedgerEntry | None
+
+
+@dataclass(frozen=True)
+class SpendResult:
+    """A SPEND entry and the account's available credits right after it."""
+
+    entry: LedgerEntry
+    available: int
+
+
+@dataclass(frozen=True)
+class ReservationResult:
+    """A hold after a reserve, commit or release, and the commit's entry if one was written."""
+
+    reservation: Reservation
+    entry: LedgerEntry | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """The REFUND entry."""
+
+    entry: LedgerEntry

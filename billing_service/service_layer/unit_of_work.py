@@ -1,0 +1,90 @@
+"""Transactions: one per use case, begun and committed here and nowhere else.
+
+A write runs inside one transaction; if the database reports a transient conflict
+(serialization failure, deadlock, or a unique-key race such as two concurrent calls with the
+same idempotency key), the whole function is run again in a fresh transaction, where it sees
+the winner's committed work. Losing the connection becomes Unavailable: the transaction was
+rolled back, so the call changed nothing and its retry is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from billing_service.db.accounts import AccountRepository
+from billing_service.db.buckets import BucketRepository
+from billing_service.db.idempotency import IdempotencyRepository
+from billing_service.db.ledger import LedgerRepository
+from billing_service.db.reservations import ReservationRepository
+from billing_service.domain.errors import Unavailable
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL SQLSTATEs that mean "run the transaction again".
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+MAX_ATTEMPTS = 5
+
+
+class Tx:
+    """The repositories of one open transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.accounts = AccountRepository(connection)
+        self.buckets = BucketRepository(connection)
+        self.ledger = LedgerRepository(connection)
+        self.reservations = ReservationRepository(connection)
+        self.idempotency = IdempotencyRepository(connection)
+
+
+class Database:
+    """Runs use-case functions in transactions on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """Run work in a read-write transaction, retrying transient conflicts."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as connection:
+                    return work(Tx(connection))
+            except IntegrityError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.debug("unique-key race, retrying", extra={"attempt": attempt})
+            except DBAPIError as error:
+                if _sqlstate(error) in _RETRYABLE_SQLSTATES and attempt < MAX_ATTEMPTS:
+                    log.debug("transaction conflict, retrying", extra={"attempt": attempt})
+                    continue
+                if isinstance(error, OperationalError) and _sqlstate(error) is None:
+                    raise Unavailable(
+                        f"database unavailable: {type(error.orig).__name__}"
+                    ) from error
+                if error.connection_invalidated:
+                    raise Unavailable("database connection lost") from error
+                raise
+        raise AssertionError("unreachable")
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        """Run work in a read-only transaction (a consistent snapshot on SQLite)."""
+        try:
+            with self.engine.connect() as raw:
+                connection = raw.execution_options(read_only=True)
+                with connection.begin():
+                    return work(Tx(connection))
+        except DBAPIError as error:
+            if error.connection_invalidated or isinstance(error, OperationalError):
+                raise Unavailable("database unavailable") from error
+            raise
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    return getattr(error.orig, "sqlstate", None)

@@ -1,0 +1,57 @@
+"""Settings, read once from CREDITLINE_* environment variables into a frozen object.
+
+Every knob has a default that runs a single local node with no set-up: a SQLite file in the
+working directory, loopback only, auth off. The README's configuration table lists them all.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Creditline server settings."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDITLINE_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///creditline.db", description="SQLAlchemy URL: sqlite:///FILE or postgresql://…"
+    )
+    listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
+    auth_tokens: str = Field(
+        "", description="Comma-separated NAME:ROLE[+ROLE]:SHA256HEX entries; empty turns auth off"
+    )
+    hold_default_ttl_seconds: int = Field(900, gt=0, description="hold TTL when none is given")
+    hold_max_ttl_seconds: int = Field(86_400, gt=0, description="longest TTL a hold may ask")
+    sweep_interval_seconds: float = Field(
+        5.0, gt=0, description="how often the sweeper looks for due expiries"
+    )
+    sweep_batch: int = Field(100, gt=0, description="accounts swept per sweeper pass")
+    run_jobs: bool = Field(True, description="run background jobs inside `serve`")
+    max_workers: int = Field(32, gt=0, description="gRPC worker threads")
+    db_pool_size: int = Field(20, gt=0, description="database connections kept open")
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="time for calls to finish")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("listen")
+    @classmethod
+    def _has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must be host:port, e.g. 127.0.0.1:50051")
+        return value
+
+    @property
+    def hold_default_ttl(self) -> timedelta:
+        """hold_default_ttl_seconds as a timedelta."""
+        return timedelta(seconds=self.hold_default_ttl_seconds)
+
+    @property
+    def hold_max_ttl(self) -> timedelta:
+        """hold_max_ttl_seconds as a timedelta."""
+        return timedelta(seconds=self.hold_max_ttl_seconds)
