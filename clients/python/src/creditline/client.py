@@ -1,0 +1,779 @@
+"""The typed synchronous client for CreditService: one method per RPC, retries, and holds.
+
+CreditlineClient owns the channel, the bearer token, the per-attempt deadline and the retry
+policy; each of its methods builds one request from keyword arguments, calls the RPC and returns
+the response message. Three rules hold for every method:
+
+- Money never passes through float: amounts are Decimal, str or int, sent as the canonical
+  decimal string the server expects ("12.5", never "12.50" or "1.25E+1").
+- A mutating method sends one idempotency key on every attempt of one call, generated when the
+  caller gives none, so retrying UNAVAILABLE or DEADLINE_EXCEEDED can never apply it twice.
+- Every failure is raised as a creditline.errors exception, never as a bare grpc.RpcError.
+
+Hold wraps ReserveCredits, CommitReservation and ReleaseReservation in a context manager, so a
+hold is released whenever the work it paid for does not commit it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Final, Literal, Self, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from creditline._retry import RetryPolicy, call_with_retry
+from creditline.errors import ReservationExpired, ReservationNotActive, from_grpc_error
+from creditline.v1 import (
+    account_pb2,
+    credit_service_pb2,
+    credit_service_pb2_grpc,
+    grant_pb2,
+    ledger_pb2,
+    reservation_pb2,
+)
+
+Amount: TypeAlias = Decimal | str | int
+"""A credit amount as the client accepts it; float is refused because it cannot be exact."""
+
+_Request = TypeVar("_Request", bound=Message)
+_Response = TypeVar("_Response", bound=Message)
+_Item = TypeVar("_Item")
+
+_log = logging.getLogger(__name__)
+
+
+class _Unset(enum.Enum):
+    """The type of UNSET, which tells update_account that a field was not given."""
+
+    UNSET = enum.auto()
+
+
+UNSET: Final = _Unset.UNSET
+"""The default of update_account's fields: leave the field as it is."""
+
+
+class CreditlineClient:
+    """A synchronous client for Creditline's CreditService.
+
+    Use it as a context manager, or call close() when done. Every call sends
+    ("authorization", "Bearer <token>") when a token is given, gives each attempt `timeout`
+    seconds unless the call passes its own, and makes up to `max_attempts` attempts when the
+    server is UNAVAILABLE or the deadline passes, waiting an exponentially growing, jittered
+    pause from `backoff` seconds up to two seconds between them. The client closes the channel
+    it opened but never one passed in as `channel`, whose credentials and options are then the
+    caller's (and `target` only names it). One client may be shared between threads.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff: float = 0.05,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        """Open a channel to target, or use the given one, and set the call defaults."""
+        if channel is not None and credentials is not None:
+            raise ValueError("pass credentials or a ready channel, not both")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.target = target
+        self._timeout = timeout
+        self._retry = RetryPolicy(max_attempts=max_attempts, initial_backoff=backoff)
+        self._call_metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
+        self._owns_channel = channel is None
+        if channel is None:
+            channel = (
+                grpc.secure_channel(target, credentials)
+                if credentials is not None
+                else grpc.insecure_channel(target)
+            )
+        self._channel = channel
+        self._stub = credit_service_pb2_grpc.CreditServiceStub(channel)
+
+    def close(self) -> None:
+        """Close the channel if the client opened it; calls made afterwards fail."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        """Return the client itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the client."""
+        self.close()
+
+    # Accounts.
+
+    def get_account(
+        self, account_id: str, *, timeout: float | None = None
+    ) -> credit_service_pb2.GetAccountResponse:
+        """Get one account (GetAccount)."""
+        request = credit_service_pb2.GetAccountRequest(account_id=account_id)
+        return self._invoke(self._stub.GetAccount, request, timeout)
+
+    def list_accounts(
+        self,
+        *,
+        parent_account_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> credit_service_pb2.ListAccountsResponse:
+        """List one page of accounts in id order, optionally only one parent's (ListAccounts)."""
+        request = credit_service_pb2.ListAccountsRequest(
+            parent_account_id=parent_account_id, page_size=page_size, page_token=page_token
+        )
+        return self._invoke(self._stub.ListAccounts, request, timeout)
+
+    def iter_accounts(
+        self,
+        *,
+        parent_account_id: str = "",
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[account_pb2.Account]:
+        """Yield every account, fetching pages as they are needed."""
+
+        def fetch(token: str) -> tuple[Iterable[account_pb2.Account], str]:
+            page = self.list_accounts(
+                parent_account_id=parent_account_id,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            return page.accounts, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def create_account(
+        self,
+        account_id: str,
+        *,
+        billing_mode: account_pb2.BillingMode.ValueType = account_pb2.BILLING_MODE_PREPAID,
+        stripe_customer_id: str = "",
+        parent_account_id: str = "",
+        low_balance_threshold: Amount | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.CreateAccountResponse:
+        """Create an account under the caller's own id (CreateAccount)."""
+        account = account_pb2.Account(
+            account_id=account_id,
+            billing_mode=billing_mode,
+            stripe_customer_id=stripe_customer_id,
+            parent_account_id=parent_account_id,
+            low_balance_threshold=_optional_amount(low_balance_threshold, "low_balance_threshold"),
+            metadata=metadata,
+        )
+        request = credit_service_pb2.CreateAccountRequest(
+            account=account, idempotency_key=_key(idempotency_key)
+        )
+        return self._invoke(self._stub.CreateAccount, request, timeout)
+
+    def update_account(
+        self,
+        account_id: str,
+        *,
+        billing_mode: account_pb2.BillingMode.ValueType | _Unset = UNSET,
+        stripe_customer_id: str | _Unset = UNSET,
+        parent_account_id: str | _Unset = UNSET,
+        low_balance_threshold: Amount | _Unset | None = UNSET,
+        metadata: Mapping[str, str] | _Unset = UNSET,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.UpdateAccountResponse:
+        """Change the given fields of an account, and only those (UpdateAccount).
+
+        The update_mask names exactly the fields passed: "" clears a string, None clears the
+        low-balance threshold and {} clears the metadata. Passing no field is a ValueError,
+        raised before anything is sent.
+        """
+        account = account_pb2.Account(account_id=account_id)
+        paths: list[str] = []
+        if not isinstance(billing_mode, _Unset):
+            account.billing_mode = billing_mode
+            paths.append("billing_mode")
+        if not isinstance(stripe_customer_id, _Unset):
+            account.stripe_customer_id = stripe_customer_id
+            paths.append("stripe_customer_id")
+        if not isinstance(parent_account_id, _Unset):
+            account.parent_account_id = parent_account_id
+            paths.append("parent_account_id")
+        if not isinstance(low_balance_threshold, _Unset):
+            account.low_balance_threshold = _optional_amount(
+                low_balance_threshold, "low_balance_threshold"
+            )
+            paths.append("low_balance_threshold")
+        if not isinstance(metadata, _Unset):
+            account.metadata.update(metadata)
+            paths.append("metadata")
+        if not paths:
+            raise ValueError("update_account needs at least one field to change")
+        request = credit_service_pb2.UpdateAccountRequest(
+            account=account,
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._stub.UpdateAccount, request, timeout)
+
+    # Grants.
+
+    def grant_credits(
+        self,
+        account_id: str,
+        amount: Amount,
+        *,
+        source: grant_pb2.GrantSource.ValueType,
+        priority: int | None = None,
+        effective_time: datetime | None = None,
+        expire_time: datetime | None = None,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.GrantCreditsResponse:
+        """Grant credits into a new bucket (GrantCredits).
+
+        The times must be timezone-aware; a grant effective in the future stays pending until
+        then, and one without expire_time never expires.
+        """
+        request = credit_service_pb2.GrantCreditsRequest(
+            account_id=account_id,
+            amount=_amount(amount),
+            source=source,
+            priority=priority,
+            effective_time=_timestamp(effective_time, "effective_time"),
+            expire_time=_timestamp(expire_time, "expire_time"),
+            description=description,
+            metadata=metadata,
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._stub.GrantCredits, request, timeout)
+
+    def list_grants(
+        self,
+        account_id: str,
+        *,
+        statuses: Iterable[grant_pb2.GrantStatus.ValueType] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> credit_service_pb2.ListGrantsResponse:
+        """List one page of an account's grants, newest first (ListGrants)."""
+        request = credit_service_pb2.ListGrantsRequest(
+            account_id=account_id, statuses=statuses, page_size=page_size, page_token=page_token
+        )
+        return self._invoke(self._stub.ListGrants, request, timeout)
+
+    def iter_grants(
+        self,
+        account_id: str,
+        *,
+        statuses: Iterable[grant_pb2.GrantStatus.ValueType] = (),
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[grant_pb2.Grant]:
+        """Yield every grant of an account, newest first, fetching pages as they are needed."""
+        statuses = tuple(statuses)  # A one-shot iterable must serve every page.
+
+        def fetch(token: str) -> tuple[Iterable[grant_pb2.Grant], str]:
+            page = self.list_grants(
+                account_id,
+                statuses=statuses,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            return page.grants, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def void_grant(
+        self,
+        grant_id: str,
+        *,
+        reason: str = "",
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.VoidGrantResponse:
+        """Void a grant's unspent, unheld remainder (VoidGrant)."""
+        request = credit_service_pb2.VoidGrantRequest(
+            grant_id=grant_id, reason=reason, idempotency_key=_key(idempotency_key)
+        )
+        return self._invoke(self._stub.VoidGrant, request, timeout)
+
+    # Spending and holds.
+
+    def spend_credits(
+        self,
+        account_id: str,
+        amount: Amount,
+        *,
+        feature: str = "",
+        request_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.SpendCreditsResponse:
+        """Spend credits at once (SpendCredits); InsufficientCredits when they do not suffice."""
+        request = credit_service_pb2.SpendCreditsRequest(
+            account_id=account_id,
+            amount=_amount(amount),
+            feature=feature,
+            request_id=request_id,
+            metadata=metadata,
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._stub.SpendCredits, request, timeout)
+
+    def reserve_credits(
+        self,
+        account_id: str,
+        amount: Amount,
+        *,
+        ttl: timedelta | None = None,
+        feature: str = "",
+        request_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.ReserveCreditsResponse:
+        """Hold credits for ttl, or the server's default (ReserveCredits); see also hold()."""
+        request = credit_service_pb2.ReserveCreditsRequest(
+            account_id=account_id,
+            amount=_amount(amount),
+            ttl=_duration(ttl),
+            feature=feature,
+            request_id=request_id,
+            metadata=metadata,
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._stub.ReserveCredits, request, timeout)
+
+    def commit_reservation(
+        self,
+        reservation_id: str,
+        amount: Amount,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.CommitReservationResponse:
+        """Settle a hold at the actual amount, releasing the rest (CommitReservation)."""
+        request = credit_service_pb2.CommitReservationRequest(
+            reservation_id=reservation_id,
+            amount=_amount(amount),
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._stub.CommitReservation, request, timeout)
+
+    def release_reservation(
+        self,
+        reservation_id: str,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.ReleaseReservationResponse:
+        """Release a hold without spending (ReleaseReservation)."""
+        request = credit_service_pb2.ReleaseReservationRequest(
+            reservation_id=reservation_id, idempotency_key=_key(idempotency_key)
+        )
+        return self._invoke(self._stub.ReleaseReservation, request, timeout)
+
+    def get_reservation(
+        self, reservation_id: str, *, timeout: float | None = None
+    ) -> credit_service_pb2.GetReservationResponse:
+        """Get one hold (GetReservation)."""
+        request = credit_service_pb2.GetReservationRequest(reservation_id=reservation_id)
+        return self._invoke(self._stub.GetReservation, request, timeout)
+
+    def list_reservations(
+        self,
+        account_id: str,
+        *,
+        statuses: Iterable[reservation_pb2.ReservationStatus.ValueType] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> credit_service_pb2.ListReservationsResponse:
+        """List one page of an account's holds, newest first (ListReservations)."""
+        request = credit_service_pb2.ListReservationsRequest(
+            account_id=account_id, statuses=statuses, page_size=page_size, page_token=page_token
+        )
+        return self._invoke(self._stub.ListReservations, request, timeout)
+
+    def iter_reservations(
+        self,
+        account_id: str,
+        *,
+        statuses: Iterable[reservation_pb2.ReservationStatus.ValueType] = (),
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[reservation_pb2.Reservation]:
+        """Yield every hold of an account, newest first, fetching pages as they are needed."""
+        statuses = tuple(statuses)  # A one-shot iterable must serve every page.
+
+        def fetch(token: str) -> tuple[Iterable[reservation_pb2.Reservation], str]:
+            page = self.list_reservations(
+                account_id,
+                statuses=statuses,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            return page.reservations, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def hold(
+        self,
+        account_id: str,
+        amount: Amount,
+        *,
+        ttl: timedelta | None = None,
+        feature: str = "",
+        request_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Hold:
+        """A hold to use in a with block: reserved on entry, released unless committed.
+
+        The amount is checked here, so a float fails before anything is sent. The commit and
+        release keys are derived from the reserve key (key + ":commit", key + ":release"), so
+        the whole hold can be replayed safely under one caller-chosen key.
+        """
+        return Hold(
+            self,
+            account_id,
+            _amount(amount),
+            ttl=ttl,
+            feature=feature,
+            request_id=request_id,
+            metadata=metadata,
+            idempotency_key=_key(idempotency_key),
+            timeout=timeout,
+        )
+
+    # Balance and ledger.
+
+    def get_balance(
+        self, account_id: str, *, timeout: float | None = None
+    ) -> credit_service_pb2.GetBalanceResponse:
+        """Get an account's balance, held and available credits and active buckets (GetBalance)."""
+        request = credit_service_pb2.GetBalanceRequest(account_id=account_id)
+        return self._invoke(self._stub.GetBalance, request, timeout)
+
+    def list_ledger_entries(
+        self,
+        account_id: str,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        kinds: Iterable[ledger_pb2.LedgerEntryKind.ValueType] = (),
+        feature: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> credit_service_pb2.ListLedgerEntriesResponse:
+        """List one page of an account's ledger entries, newest first (ListLedgerEntries).
+
+        The times must be timezone-aware; start_time is inclusive and end_time exclusive.
+        """
+        request = credit_service_pb2.ListLedgerEntriesRequest(
+            account_id=account_id,
+            start_time=_timestamp(start_time, "start_time"),
+            end_time=_timestamp(end_time, "end_time"),
+            kinds=kinds,
+            feature=feature,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._invoke(self._stub.ListLedgerEntries, request, timeout)
+
+    def iter_ledger_entries(
+        self,
+        account_id: str,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        kinds: Iterable[ledger_pb2.LedgerEntryKind.ValueType] = (),
+        feature: str = "",
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[ledger_pb2.LedgerEntry]:
+        """Yield every matching ledger entry, newest first, fetching pages as they are needed."""
+        kinds = tuple(kinds)  # A one-shot iterable must serve every page.
+
+        def fetch(token: str) -> tuple[Iterable[ledger_pb2.LedgerEntry], str]:
+            page = self.list_ledger_entries(
+                account_id,
+                start_time=start_time,
+                end_time=end_time,
+                kinds=kinds,
+                feature=feature,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            return page.ledger_entries, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def refund_spend(
+        self,
+        ledger_entry_id: str,
+        *,
+        amount: Amount | None = None,
+        reason: str = "",
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> credit_service_pb2.RefundSpendResponse:
+        """Give back spent credits: amount, or all not yet refunded when None (RefundSpend)."""
+        request = credit_service_pb2.RefundSpendRequest(
+            ledger_entry_id=ledger_entry_id,
+            amount=_optional_amount(amount, "amount"),
+            reason=reason,
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._stub.RefundSpend, request, timeout)
+
+    def _invoke(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        """Call method with request, retrying passing failures; raise typed errors.
+
+        The request, idempotency key included, is built once by the caller, so every attempt
+        sends exactly the same message.
+        """
+        deadline = self._timeout if timeout is None else timeout
+
+        def attempt() -> _Response:
+            try:
+                return method(request, timeout=deadline, metadata=self._call_metadata)
+            except grpc.RpcError as err:
+                raise from_grpc_error(err) from err
+
+        return call_with_retry(attempt, self._retry)
+
+
+class Hold:
+    """Credits held for a piece of work whose cost is known only afterwards.
+
+    Made by CreditlineClient.hold() and used as a context manager:
+
+        with client.hold("acct", "10") as h:
+            cost = do_the_work(h.reservation)
+            h.commit(cost)
+
+    Entering reserves the credits. commit() settles the hold once, at the actual amount. When
+    the block ends without a commit, normally or by an exception, the hold is released. An
+    exception from the block always propagates: should the release fail as well, that failure
+    is logged and attached to the exception as a note rather than replacing it.
+    """
+
+    def __init__(
+        self,
+        client: CreditlineClient,
+        account_id: str,
+        amount: str,
+        *,
+        ttl: timedelta | None,
+        feature: str,
+        request_id: str,
+        metadata: Mapping[str, str] | None,
+        idempotency_key: str,
+        timeout: float | None,
+    ) -> None:
+        """Remember what to reserve; nothing is sent until the hold is entered."""
+        self._client = client
+        self._account_id = account_id
+        self._amount = amount
+        self._ttl = ttl
+        self._feature = feature
+        self._request_id = request_id
+        self._metadata = dict(metadata or {})
+        self._key = idempotency_key
+        self._timeout = timeout
+        self._state: Literal["new", "active", "committed", "released", "ended"] = "new"
+        self._reservation: reservation_pb2.Reservation | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key of the ReserveCredits call; the commit and release keys derive from it."""
+        return self._key
+
+    @property
+    def reservation(self) -> reservation_pb2.Reservation:
+        """The hold as the server last described it: on reserve, then on commit or release."""
+        if self._reservation is None:
+            raise RuntimeError("the hold is not placed yet: use it as `with client.hold(...) as h`")
+        return self._reservation
+
+    def __enter__(self) -> Self:
+        """Reserve the credits (ReserveCredits) and return the hold."""
+        if self._state != "new":
+            raise RuntimeError("a hold can be entered only once")
+        response = self._client.reserve_credits(
+            self._account_id,
+            self._amount,
+            ttl=self._ttl,
+            feature=self._feature,
+            request_id=self._request_id,
+            metadata=self._metadata,
+            idempotency_key=self._key,
+            timeout=self._timeout,
+        )
+        self._reservation = response.reservation
+        self._state = "active"
+        return self
+
+    def commit(self, amount: Amount) -> credit_service_pb2.CommitReservationResponse:
+        """Settle the hold at the actual amount (CommitReservation), at most once.
+
+        A second commit, or one after the hold was released, is a RuntimeError. When the server
+        says the hold has expired or is no longer active, that error is raised and the hold is
+        not released on exit, as there is nothing left to release.
+        """
+        if self._state != "active":
+            raise RuntimeError(f"cannot commit hold {self._describe()}: {_WHY_NOT[self._state]}")
+        try:
+            response = self._client.commit_reservation(
+                self.reservation.reservation_id,
+                amount,
+                idempotency_key=f"{self._key}:commit",
+                timeout=self._timeout,
+            )
+        except (ReservationExpired, ReservationNotActive):
+            self._state = "ended"
+            raise
+        self._reservation = response.reservation
+        self._state = "committed"
+        return response
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Release the hold unless it was committed; never swallow the block's exception."""
+        if self._state != "active":
+            return
+        if exc is None:
+            self._release()
+            return
+        try:
+            self._release()
+        except Exception as release_error:
+            _log.warning("releasing hold %s failed: %s", self._describe(), release_error)
+            exc.add_note(f"Releasing hold {self._describe()} also failed: {release_error}")
+
+    def _release(self) -> None:
+        """Release the hold (ReleaseReservation) under the key derived from the reserve key."""
+        response = self._client.release_reservation(
+            self.reservation.reservation_id,
+            idempotency_key=f"{self._key}:release",
+            timeout=self._timeout,
+        )
+        self._reservation = response.reservation
+        self._state = "released"
+
+    def _describe(self) -> str:
+        """The hold's reservation id, or its idempotency key before it is placed."""
+        if self._reservation is not None:
+            return self._reservation.reservation_id
+        return f"with key {self._key!r}"
+
+
+_WHY_NOT: Final = {
+    "new": "it is not placed yet; enter it with `with client.hold(...) as h` first",
+    "committed": "it is committed already",
+    "released": "it is released already",
+    "ended": "the server reported it expired or no longer active",
+}
+
+
+def _amount(value: Amount, name: str = "amount") -> str:
+    """The canonical decimal string of an amount: no exponent, no trailing zeros, no "-0".
+
+    float (and bool) is a TypeError, because a float cannot hold most decimal amounts exactly;
+    text that is not a finite decimal is a ValueError. Range and precision are the server's to
+    judge, so they are not checked here.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
+        raise TypeError(
+            f"{name} must be a Decimal, str or int, not {type(value).__name__}: "
+            "a float cannot hold a credit amount exactly"
+        )
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{name} is not a decimal number: {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{name} must be a finite decimal number, got {value!r}")
+    text = format(number, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _optional_amount(value: Amount | None, name: str) -> str:
+    """The canonical string of an amount, or "" (the field's unset value) for None."""
+    return "" if value is None else _amount(value, name)
+
+
+def _key(idempotency_key: str | None) -> str:
+    """The caller's idempotency key, or a fresh random one for this call and its retries."""
+    return uuid.uuid4().hex if idempotency_key is None else idempotency_key
+
+
+def _timestamp(value: datetime | None, name: str) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp for an aware datetime; a naive one is refused as ambiguous."""
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, such as datetime.now(UTC)")
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(value)
+    return timestamp
+
+
+def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
+    """A Duration for a timedelta, or None to leave the field unset."""
+    if value is None:
+        return None
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def _follow_pages(fetch: Callable[[str], tuple[Iterable[_Item], str]]) -> Iterator[_Item]:
+    """Yield the items of every page, passing each page's next token to fetch the next."""
+    token = ""
+    while True:
+        items, token = fetch(token)
+        yield from items
+        if not token:
+            return
