@@ -18,7 +18,8 @@ MICROS_PER_CREDIT = 1_000_000
 MAX_AMOUNT_MICROS = 1_000_000_000 * MICROS_PER_CREDIT
 MAX_BALANCE_MICROS = 1_000 * MAX_AMOUNT_MICROS
 
-_DECIMAL = re.compile(r"^(?P<int>\d{1,13})(?:\.(?P<frac>\d{1,6}))?$")
+# ASCII digits only (\d would admit other scripts' digits), matched in full (no trailing \n).
+_DECIMAL = re.compile(r"(?P<int>[0-9]{1,13})(?:\.(?P<frac>[0-9]{1,6}))?")
 
 
 def parse_amount(text: str, field: str, *, allow_zero: bool = False) -> int:
@@ -27,7 +28,7 @@ def parse_amount(text: str, field: str, *, allow_zero: bool = False) -> int:
     Raises InvalidField naming `field` for anything else: signs, exponents, spaces, more than
     six fractional digits, zero (unless allowed) or more than MAX_AMOUNT_MICROS.
     """
-    match = _DECIMAL.match(text)
+    match = _DECIMAL.fullmatch(text)
     if match is None:
         if not text:
             raise InvalidField(field, "is required: a decimal amount such as 12.5")

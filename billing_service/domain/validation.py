@@ -15,7 +15,7 @@ MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
 MIN_PRIORITY, MAX_PRIORITY = 0, 100
 
-_ID = re.compile(r"^[\x21-\x7e]+$")
+_ID = re.compile(r"[\x21-\x7e]+")
 
 
 def check_id(value: str, field: str) -> str:
@@ -24,7 +24,7 @@ def check_id(value: str, field: str) -> str:
         raise InvalidField(field, "is required")
     if len(value) > MAX_ID:
         raise InvalidField(field, f"must be at most {MAX_ID} characters")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise InvalidField(field, "must be printable ASCII without spaces")
     return value
 
@@ -38,7 +38,7 @@ def check_idempotency_key(value: str) -> str:
     """An idempotency key: required, 1 to 255 printable ASCII characters without spaces."""
     if not value:
         raise InvalidField("idempotency_key", "is required for every mutating call")
-    if len(value) > MAX_KEY or not _ID.match(value):
+    if len(value) > MAX_KEY or not _ID.fullmatch(value):
         raise InvalidField(
             "idempotency_key", f"must be 1 to {MAX_KEY} printable ASCII characters, no spaces"
         )
