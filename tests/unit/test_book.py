@@ -192,7 +192,7 @@ def test_refund_into_an_expired_bucket_goes_to_a_new_refund_bucket() -> None:
     book.now += timedelta(hours=2)
     book.mature()
     entry = book.refund(spend, 0, None, EntryContext())
-    (new_id, credits), = entry.buckets
+    ((new_id, credits),) = entry.buckets
     new = book.buckets[new_id]
     assert (new.source, new.amount, new.expires_at, credits) == (
         GrantSource.REFUND,
