@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/buf lint
+	$(BIN)/buf breaking --against '.git#branch=main'
 	$(BIN)/python scripts/gen_protos.py --check
 
 pytest: $(STAMP)

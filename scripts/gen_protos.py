@@ -44,8 +44,8 @@ def generate(out_root: Path) -> None:
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_root}",
         f"--grpc_python_out={out_root}",
-        f"--mypy_out={out_root}",
-        f"--mypy_grpc_out={out_root}",
+        f"--mypy_out=quiet:{out_root}",
+        f"--mypy_grpc_out=quiet:{out_root}",
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTOS)
