@@ -79,6 +79,8 @@ def _token(name: str, roles: str) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    # Handlers first: a SIGTERM that arrives as soon as "serving" is logged must still drain.
+    stop = _stop_on_signal()
     tokens = parse_tokens(settings.auth_tokens)
     engine = open_engine(settings)
     ctx = make_context(engine, settings)
@@ -90,7 +92,7 @@ def _serve(settings: Settings) -> int:
     sweeper = Sweeper(ctx, interval=settings.sweep_interval_seconds, batch=settings.sweep_batch)
     if settings.run_jobs:
         sweeper.start()
-    _wait_for_signal()
+    stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
     running.stop(settings.shutdown_grace_seconds)
     sweeper.stop()
@@ -100,6 +102,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _worker(settings: Settings, *, once: bool) -> int:
+    stop = _stop_on_signal()
     engine = open_engine(settings)
     sweeper = Sweeper(
         make_context(engine, settings),
@@ -112,17 +115,18 @@ def _worker(settings: Settings, *, once: bool) -> int:
         return 0
     sweeper.start()
     log.info("worker running")
-    _wait_for_signal()
+    stop.wait()
     sweeper.stop()
     engine.dispose()
     return 0
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """An event that SIGINT or SIGTERM sets, replacing the default of dying at once."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    return stop
 
 
 if __name__ == "__main__":
