@@ -212,7 +212,8 @@ def reserve_credits(
         request={
             "account_id": account_id,
             "amount": amount,
-            "ttl_us": lifetime // timedelta(microseconds=1),
+            # What the caller asked, not the server default it resolved to.
+            "ttl_us": None if ttl is None else ttl // timedelta(microseconds=1),
             "context": context,
         },
         result_type=ReservationResult,
