@@ -6,7 +6,8 @@ messages the client returns come from there.
 
 from importlib.metadata import version
 
-from creditline.client import CreditlineClient, Hold
+from creditline.client import CreditlineClient
+from creditline.hold import Hold
 from creditline.errors import (
     AlreadyExists,
     CreditlineError,

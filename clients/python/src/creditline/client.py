@@ -23,14 +23,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Final, Literal, Self, TypeAlias, TypeVar
+from typing import Final, Self, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from creditline._retry import RetryPolicy, call_with_retry
-from creditline.errors import ReservationExpired, ReservationNotActive, from_grpc_error
+from creditline.errors import from_grpc_error
+from creditline.hold import Hold
 from creditline.v1 import (
     account_pb2,
     credit_service_pb2,
@@ -576,143 +577,6 @@ class CreditlineClient:
                 raise from_grpc_error(err) from err
 
         return call_with_retry(attempt, self._retry)
-
-
-class Hold:
-    """Credits held for a piece of work whose cost is known only afterwards.
-
-    Made by CreditlineClient.hold() and used as a context manager:
-
-        with client.hold("acct", "10") as h:
-            cost = do_the_work(h.reservation)
-            h.commit(cost)
-
-    Entering reserves the credits. commit() settles the hold once, at the actual amount. When
-    the block ends without a commit, normally or by an exception, the hold is released. An
-    exception from the block always propagates: should the release fail as well, that failure
-    is logged and attached to the exception as a note rather than replacing it.
-    """
-
-    def __init__(
-        self,
-        client: CreditlineClient,
-        account_id: str,
-        amount: str,
-        *,
-        ttl: timedelta | None,
-        feature: str,
-        request_id: str,
-        metadata: Mapping[str, str] | None,
-        idempotency_key: str,
-        timeout: float | None,
-    ) -> None:
-        """Remember what to reserve; nothing is sent until the hold is entered."""
-        self._client = client
-        self._account_id = account_id
-        self._amount = amount
-        self._ttl = ttl
-        self._feature = feature
-        self._request_id = request_id
-        self._metadata = dict(metadata or {})
-        self._key = idempotency_key
-        self._timeout = timeout
-        self._state: Literal["new", "active", "committed", "released", "ended"] = "new"
-        self._reservation: reservation_pb2.Reservation | None = None
-
-    @property
-    def idempotency_key(self) -> str:
-        """The key of the ReserveCredits call; the commit and release keys derive from it."""
-        return self._key
-
-    @property
-    def reservation(self) -> reservation_pb2.Reservation:
-        """The hold as the server last described it: on reserve, then on commit or release."""
-        if self._reservation is None:
-            raise RuntimeError("the hold is not placed yet: use it as `with client.hold(...) as h`")
-        return self._reservation
-
-    def __enter__(self) -> Self:
-        """Reserve the credits (ReserveCredits) and return the hold."""
-        if self._state != "new":
-            raise RuntimeError("a hold can be entered only once")
-        response = self._client.reserve_credits(
-            self._account_id,
-            self._amount,
-            ttl=self._ttl,
-            feature=self._feature,
-            request_id=self._request_id,
-            metadata=self._metadata,
-            idempotency_key=self._key,
-            timeout=self._timeout,
-        )
-        self._reservation = response.reservation
-        self._state = "active"
-        return self
-
-    def commit(self, amount: Amount) -> credit_service_pb2.CommitReservationResponse:
-        """Settle the hold at the actual amount (CommitReservation), at most once.
-
-        A second commit, or one after the hold was released, is a RuntimeError. When the server
-        says the hold has expired or is no longer active, that error is raised and the hold is
-        not released on exit, as there is nothing left to release.
-        """
-        if self._state != "active":
-            raise RuntimeError(f"cannot commit hold {self._describe()}: {_WHY_NOT[self._state]}")
-        try:
-            response = self._client.commit_reservation(
-                self.reservation.reservation_id,
-                amount,
-                idempotency_key=f"{self._key}:commit",
-                timeout=self._timeout,
-            )
-        except (ReservationExpired, ReservationNotActive):
-            self._state = "ended"
-            raise
-        self._reservation = response.reservation
-        self._state = "committed"
-        return response
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Release the hold unless it was committed; never swallow the block's exception."""
-        if self._state != "active":
-            return
-        if exc is None:
-            self._release()
-            return
-        try:
-            self._release()
-        except Exception as release_error:
-            _log.warning("releasing hold %s failed: %s", self._describe(), release_error)
-            exc.add_note(f"Releasing hold {self._describe()} also failed: {release_error}")
-
-    def _release(self) -> None:
-        """Release the hold (ReleaseReservation) under the key derived from the reserve key."""
-        response = self._client.release_reservation(
-            self.reservation.reservation_id,
-            idempotency_key=f"{self._key}:release",
-            timeout=self._timeout,
-        )
-        self._reservation = response.reservation
-        self._state = "released"
-
-    def _describe(self) -> str:
-        """The hold's reservation id, or its idempotency key before it is placed."""
-        if self._reservation is not None:
-            return self._reservation.reservation_id
-        return f"with key {self._key!r}"
-
-
-_WHY_NOT: Final = {
-    "new": "it is not placed yet; enter it with `with client.hold(...) as h` first",
-    "committed": "it is committed already",
-    "released": "it is released already",
-    "ended": "the server reported it expired or no longer active",
-}
 
 
 def _amount(value: Amount, name: str = "amount") -> str:
