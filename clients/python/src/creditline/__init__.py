@@ -7,7 +7,6 @@ messages the client returns come from there.
 from importlib.metadata import version
 
 from creditline.client import CreditlineClient
-from creditline.hold import Hold
 from creditline.errors import (
     AlreadyExists,
     CreditlineError,
@@ -24,6 +23,7 @@ from creditline.errors import (
     Unauthenticated,
     Unavailable,
 )
+from creditline.hold import Hold
 
 __version__ = version("creditline")
 

@@ -17,7 +17,6 @@ hold is released whenever the work it paid for does not commit it.
 from __future__ import annotations
 
 import enum
-import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -47,8 +46,6 @@ Amount: TypeAlias = Decimal | str | int
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
 _Item = TypeVar("_Item")
-
-_log = logging.getLogger(__name__)
 
 
 class _Unset(enum.Enum):
