@@ -2,9 +2,15 @@
 
 The idempotency record is written in the same transaction as the effect it describes, so either
 both exist or neither does (§4.6). A second call with the key finds the record and gets the
-stored answer, flagged as a replay; with a different request it is refused. Two concurrent
-calls with one key race on the record's primary key: the loser's transaction rolls back and is
-retried by the unit of work, and then finds the winner's record.
+stored answer, flagged as a replay; with a different request it is refused.
+
+Two concurrent calls with one key: on SQLite writers take turns, so the second finds the
+record. On PostgreSQL (READ COMMITTED) the second may read "no record", queue on the account
+lock, and run the work again once the first commits. If that work succeeds, inserting the
+record hits the primary key and the unit of work retries; if it is refused (the first call
+spent the credits, or committed the hold), the record is read again, and now that the first
+has committed it is there: the transaction is retried and replays. Either way the caller gets
+the first answer.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ from typing import Any, Generic, TypeVar
 
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
-from billing_service.domain.errors import IdempotencyKeyReused
+from billing_service.domain.errors import DomainError, IdempotencyKeyReused
 from billing_service.domain.validation import check_idempotency_key
 from billing_service.service_layer import codec
-from billing_service.service_layer.unit_of_work import Database, Tx
+from billing_service.service_layer.unit_of_work import Database, RetryTransaction, Tx
 
 R = TypeVar("R")
 
@@ -61,7 +67,12 @@ def run_idempotent(
                 raise IdempotencyKeyReused(operation)
             return Outcome(codec.loads(result_type, record.response), replayed=True)
         now = clock.now()
-        result = work(tx, now)
+        try:
+            result = work(tx, now)
+        except DomainError:
+            if tx.idempotency.get(key) is not None:
+                raise RetryTransaction from None
+            raise
         tx.idempotency.add(key, IdempotencyRecord(operation, digest, codec.dumps(result)), now)
         return Outcome(result, replayed=False)
 

@@ -26,7 +26,7 @@ from billing_service.service_layer.unit_of_work import Tx
 
 
 def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
-    """The account's balance now, with its active buckets in drain order.
+    """The account's balance now, with the buckets that make it up in drain order.
 
     A plain read, unless a time-driven change (expiry, a grant taking effect) is due: then the
     change is applied and written first, so the balance shown is always the ledger's sum.
@@ -60,7 +60,8 @@ def _view(
     account_id: str, balance: int, held: int, buckets: Iterable[Bucket], now: datetime
 ) -> BalanceView:
     live = sorted(
-        (b for b in buckets if b.status is GrantStatus.ACTIVE and b.remaining > 0),
+        # Closed (expired, voided) buckets still count while a hold claims part of them.
+        (b for b in buckets if b.status is not GrantStatus.PENDING and b.remaining > 0),
         key=Bucket.drain_key,
     )
     return BalanceView(

@@ -32,6 +32,10 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 MAX_ATTEMPTS = 5
 
 
+class RetryTransaction(Exception):
+    """Raised by work that learned, mid-transaction, that a fresh attempt would see more."""
+
+
 class Tx:
     """The repositories of one open transaction."""
 
@@ -49,6 +53,9 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._read_options: dict[str, object] = {"read_only": True}
+        if engine.dialect.name == "postgresql":
+            self._read_options.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
     def write(self, work: Callable[[Tx], T]) -> T:
         """Run work in a read-write transaction, retrying transient conflicts."""
@@ -56,6 +63,9 @@ class Database:
             try:
                 with self.engine.begin() as connection:
                     return work(Tx(connection))
+            except RetryTransaction:
+                if attempt == MAX_ATTEMPTS:
+                    raise AssertionError("a retried transaction kept asking to retry") from None
             except IntegrityError:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -74,10 +84,12 @@ class Database:
         raise AssertionError("unreachable")
 
     def read(self, work: Callable[[Tx], T]) -> T:
-        """Run work in a read-only transaction (a consistent snapshot on SQLite)."""
+        """Run work in a read-only transaction that sees one snapshot on both databases:
+        a deferred transaction on SQLite, REPEATABLE READ on PostgreSQL (where READ COMMITTED
+        would let two statements of one read see different commits)."""
         try:
             with self.engine.connect() as raw:
-                connection = raw.execution_options(read_only=True)
+                connection = raw.execution_options(**self._read_options)
                 with connection.begin():
                     return work(Tx(connection))
         except DBAPIError as error:

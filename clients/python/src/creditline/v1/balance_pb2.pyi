@@ -42,7 +42,9 @@ class Balance(_message.Message):
     """Credits that can be spent or held now: balance minus held."""
     @_builtins.property
     def grants(self) -> _containers.RepeatedCompositeFieldContainer[_grant_pb2.Grant]:
-        """The active buckets that make up the balance, in the order spending drains them."""
+        """The buckets that make up the balance, in the order spending drains them: the active ones,
+        and expired or voided ones whose held part an active reservation still claims.
+        """
 
     @_builtins.property
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
