@@ -4,11 +4,13 @@ migration also installs triggers that refuse them at the database."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
+from billing_service.db import dataclass_json
 from billing_service.db.codec import (
     dump_map,
     dump_movements,
@@ -19,6 +21,7 @@ from billing_service.db.codec import (
 )
 from billing_service.db.tables import ledger_entries
 from billing_service.domain.model import EntryKind, LedgerEntry
+from billing_service.domain.pricing import UsageLine
 
 
 class LedgerRepository:
@@ -99,10 +102,26 @@ def _row(e: LedgerEntry) -> dict[str, Any]:
         "refunded_entry_id": e.refunded_entry_id,
         "metadata": dump_map(e.metadata),
         "created_at": to_micros(e.created_at),
+        "pricing": (
+            dataclass_json.dumps(EntryPricing(e.price_book_version, e.usage))
+            if e.price_book_version
+            else None
+        ),
     }
 
 
+@dataclass(frozen=True)
+class EntryPricing:
+    """The pricing column of a ledger entry priced from usage."""
+
+    version: int
+    usage: tuple[UsageLine, ...]
+
+
 def _entry(m: Any) -> LedgerEntry:
+    pricing = (
+        dataclass_json.loads(EntryPricing, m["pricing"]) if m["pricing"] else EntryPricing(0, ())
+    )
     return LedgerEntry(
         id=m["id"],
         account_id=m["account_id"],
@@ -117,4 +136,6 @@ def _entry(m: Any) -> LedgerEntry:
         refunded_entry_id=m["refunded_entry_id"],
         metadata=load_map(m["metadata"]),
         created_at=from_micros(m["created_at"]),
+        price_book_version=pricing.version,
+        usage=pricing.usage,
     )

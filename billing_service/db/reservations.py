@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, tuple_, update
 
+from billing_service.db import dataclass_json
 from billing_service.db.codec import (
     dump_map,
     dump_movements,
@@ -20,6 +21,7 @@ from billing_service.db.codec import (
 )
 from billing_service.db.tables import reservations
 from billing_service.domain.model import Reservation, ReservationStatus
+from billing_service.domain.pricing import HoldPricing, OverrunPolicy
 
 _ACTIVE = ReservationStatus.ACTIVE.value
 
@@ -114,6 +116,8 @@ def _row(r: Reservation) -> dict[str, Any]:
         "expires_at": to_micros(r.expires_at),
         "resolved_at": opt_to_micros(r.resolved_at),
         "ledger_entry_id": r.ledger_entry_id,
+        "overrun_policy": r.overrun_policy.value,
+        "pricing": dataclass_json.dumps(r.pricing) if r.pricing else None,
     }
 
 
@@ -132,4 +136,6 @@ def _reservation(m: Any) -> Reservation:
         expires_at=from_micros(m["expires_at"]),
         resolved_at=opt_from_micros(m["resolved_at"]),
         ledger_entry_id=m["ledger_entry_id"],
+        overrun_policy=OverrunPolicy(m["overrun_policy"]),
+        pricing=dataclass_json.loads(HoldPricing, m["pricing"]) if m["pricing"] else None,
     )

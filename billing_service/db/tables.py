@@ -97,6 +97,8 @@ ledger_entries = Table(
     Column("refunded_entry_id", String(40), nullable=False, server_default=""),
     Column("metadata", Text, nullable=False, server_default="{}"),
     Column("created_at", BigInteger, nullable=False),
+    # JSON {"version": N, "usage": [...]} for commits priced from usage; NULL otherwise.
+    Column("pricing", Text, nullable=True),
     Index(None, "account_id", "seq"),
     Index(None, "refunded_entry_id"),
 )
@@ -117,6 +119,9 @@ reservations = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("resolved_at", BigInteger, nullable=True),
     Column("ledger_entry_id", String(40), nullable=False, server_default=""),
+    Column("overrun_policy", String(24), nullable=False, server_default="ALLOW_FROM_BALANCE"),
+    # JSON of the pinned HoldPricing for estimate-sized holds; NULL otherwise.
+    Column("pricing", Text, nullable=True),
     Index(None, "account_id", "created_at"),
     Index(None, "status", "expires_at"),
 )
@@ -129,4 +134,61 @@ idempotency_records = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("response", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# Price book versions are immutable: a change is a new version. Prices are exact decimal
+# strings in USD, as published.
+price_books = Table(
+    "price_books",
+    metadata,
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("effective_at", BigInteger, nullable=False),
+    Column("credit_usd", String(32), nullable=False),
+    Column("markup", String(32), nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "effective_at"),
+)
+
+model_prices = Table(
+    "model_prices",
+    metadata,
+    Column("version", BigInteger, ForeignKey("price_books.version"), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("input_per_mtok", String(32), nullable=True),
+    Column("cached_input_per_mtok", String(32), nullable=True),
+    Column("cache_write_per_mtok", String(32), nullable=True),
+    Column("output_per_mtok", String(32), nullable=True),
+    Column("reasoning_per_mtok", String(32), nullable=True),
+    Column("per_request", String(32), nullable=True),
+    Column("per_unit", String(32), nullable=True),
+    Column("unit", String(16), nullable=False, server_default=""),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("as_of", String(10), nullable=False, server_default=""),
+)
+
+tiers = Table(
+    "tiers",
+    metadata,
+    Column("version", BigInteger, ForeignKey("price_books.version"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("base_fee", BigInteger, nullable=False),
+    Column("fee_unit", String(64), nullable=False, server_default=""),
+    Column("description", Text, nullable=False, server_default=""),
+)
+
+price_overrides = Table(
+    "price_overrides",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("fixed_price", Text, nullable=True),
+    Column("discount_percent", String(16), nullable=True),
+    Column("effective_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id", "created_at"),
 )

@@ -402,6 +402,8 @@ class AccountBook:
             refunded_entry_id=refunded_entry_id,
             metadata=dict(context.metadata),
             created_at=self.now,
+            price_book_version=context.price_book_version,
+            usage=context.usage,
         )
         self.new_entries.append(entry)
         return entry

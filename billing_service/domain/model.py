@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from billing_service.domain.pricing import HoldPricing, OverrunPolicy, UsageLine
+
 DEFAULT_PRIORITY = 50
 
 # A movement of credits in one bucket: (grant id, signed micro-credits).
@@ -116,6 +118,8 @@ class EntryContext:
     feature: str = ""
     request_id: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    price_book_version: int = 0
+    usage: tuple[UsageLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,8 @@ class LedgerEntry:
     refunded_entry_id: str
     metadata: Mapping[str, str]
     created_at: datetime
+    price_book_version: int = 0
+    usage: tuple[UsageLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ class Reservation:
     expires_at: datetime
     resolved_at: datetime | None
     ledger_entry_id: str
+    overrun_policy: OverrunPolicy = OverrunPolicy.ALLOW_FROM_BALANCE
+    pricing: HoldPricing | None = None
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
-"""What every use case needs: the database, the clock and the hold policy."""
+"""What every use case needs: the database, the clock, the hold policy, the price books."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from billing_service.domain.clock import Clock
+from billing_service.service_layer.price_book_cache import PriceBookCache
 from billing_service.service_layer.unit_of_work import Database
 
 
@@ -24,3 +25,4 @@ class AppContext:
     db: Database
     clock: Clock
     holds: HoldPolicy
+    books: PriceBookCache = field(default_factory=PriceBookCache)

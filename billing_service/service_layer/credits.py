@@ -19,6 +19,14 @@ from billing_service.domain.model import (
     Reservation,
     ReservationStatus,
 )
+from billing_service.domain.pricing import (
+    Comparison,
+    OverrunPolicy,
+    Usage,
+    charge_for_overrun,
+    compare,
+    validate_usage,
+)
 from billing_service.domain.validation import (
     check_id,
     check_metadata,
@@ -28,6 +36,7 @@ from billing_service.domain.validation import (
 from billing_service.service_layer.books import OpenBook, open_book, save_book
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.idempotency import Outcome, run_idempotent
+from billing_service.service_layer.pricing import price_actual, price_hold
 from billing_service.service_layer.results import (
     GrantResult,
     RefundResult,
@@ -166,15 +175,20 @@ def reserve_credits(
     ctx: AppContext,
     *,
     account_id: str,
-    amount: int,
+    amount: int | None,
+    estimate: Usage | None = None,
+    overrun_policy: OverrunPolicy | None = None,
     ttl: timedelta | None,
     feature: str,
     request_id: str,
     metadata: Mapping[str, str],
     idempotency_key: str,
 ) -> Outcome[ReservationResult]:
-    """Hold credits until commit, release or expiry."""
+    """Hold credits until commit, release or expiry: an amount, or an estimate's maximum."""
     check_id(account_id, "account_id")
+    _one_of(amount, estimate, "estimate")
+    if estimate is not None:
+        validate_usage(estimate, "estimate", actual=False)
     context = _context(idempotency_key, feature, request_id, metadata)
     lifetime = ctx.holds.default_ttl if ttl is None else ttl
     if lifetime <= timedelta(0):
@@ -184,11 +198,19 @@ def reserve_credits(
 
     def work(tx: Tx, now: datetime) -> ReservationResult:
         opened = open_book(tx, account_id, now)
-        allocations = opened.book.hold(amount)
+        pricing = None
+        held = amount
+        if estimate is not None:
+            pricing = price_hold(ctx.books, tx, account_id, estimate, now)
+            held = pricing.estimate.total
+            if held == 0:
+                raise InvalidField("estimate", "prices to zero credits; there is nothing to hold")
+        assert held is not None
+        allocations = opened.book.hold(held)
         reservation = Reservation(
             id=new_id("rsv"),
             account_id=account_id,
-            amount=amount,
+            amount=held,
             status=ReservationStatus.ACTIVE,
             committed_amount=None,
             allocations=allocations,
@@ -199,6 +221,8 @@ def reserve_credits(
             expires_at=now + lifetime,
             resolved_at=None,
             ledger_entry_id="",
+            overrun_policy=overrun_policy or OverrunPolicy.ALLOW_FROM_BALANCE,
+            pricing=pricing,
         )
         tx.reservations.add(reservation)
         save_book(tx, opened, new_hold_expiry=reservation.expires_at)
@@ -212,6 +236,8 @@ def reserve_credits(
         request={
             "account_id": account_id,
             "amount": amount,
+            "estimate": estimate,
+            "overrun_policy": overrun_policy,
             # What the caller asked, not the server default it resolved to.
             "ttl_us": None if ttl is None else ttl // timedelta(microseconds=1),
             "context": context,
@@ -222,41 +248,68 @@ def reserve_credits(
 
 
 def commit_reservation(
-    ctx: AppContext, *, reservation_id: str, amount: int, idempotency_key: str
+    ctx: AppContext,
+    *,
+    reservation_id: str,
+    amount: int | None,
+    usage: Usage | None = None,
+    idempotency_key: str,
 ) -> Outcome[ReservationResult]:
-    """Settle a hold at the actual amount."""
+    """Settle a hold at the actual amount, or at the price of the actual usage."""
     check_id(reservation_id, "reservation_id")
+    _one_of(amount, usage, "actual_usage")
+    if usage is not None:
+        validate_usage(usage, "actual_usage", actual=True)
 
     def work(tx: Tx, now: datetime) -> ReservationResult:
         opened, hold = _open_hold(tx, reservation_id, now)
+        cost = None
+        comparisons: tuple[Comparison, ...] = ()
+        actual = amount
+        if usage is not None:
+            cost = price_actual(
+                ctx.books,
+                tx,
+                pinned=hold.pricing,
+                account_id=hold.account_id,
+                made_at=hold.created_at,
+                usage=usage,
+            )
+            actual = cost.total
+            if hold.pricing is not None:
+                comparisons = compare(hold.pricing.estimate, cost)
+        assert actual is not None
+        charged = charge_for_overrun(hold.amount, actual, hold.overrun_policy)
         entry = opened.book.settle(
             hold.allocations,
-            amount,
+            charged,
             EntryContext(
                 idempotency_key=idempotency_key,
                 feature=hold.feature,
                 request_id=hold.request_id,
                 metadata=hold.metadata,
+                price_book_version=cost.version if cost else 0,
+                usage=usage.lines if usage else (),
             ),
             reservation_id=hold.id,
         )
         settled = replace(
             hold,
             status=ReservationStatus.COMMITTED,
-            committed_amount=amount,
+            committed_amount=charged,
             resolved_at=now,
             ledger_entry_id=entry.id if entry else "",
         )
         tx.reservations.save(settled)
         save_book(tx, opened)
-        return ReservationResult(settled, entry)
+        return ReservationResult(settled, entry, cost, comparisons, charged)
 
     return run_idempotent(
         ctx.db,
         ctx.clock,
         operation="CommitReservation",
         key=idempotency_key,
-        request={"reservation_id": reservation_id, "amount": amount},
+        request={"reservation_id": reservation_id, "amount": amount, "usage": usage},
         result_type=ReservationResult,
         work=work,
     )
@@ -362,6 +415,13 @@ def _open_hold(
             status=hold.status.value,
         )
     return opened, hold
+
+
+def _one_of(amount: int | None, usage: Usage | None, usage_field: str) -> None:
+    if amount is None and usage is None:
+        raise InvalidField("amount", f"is required unless {usage_field} is given")
+    if amount is not None and usage is not None:
+        raise InvalidField("amount", f"must be empty when {usage_field} is given")
 
 
 def _context(

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from billing_service.db import dataclass_json as codec
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
 from billing_service.domain.errors import DomainError, IdempotencyKeyReused
 from billing_service.domain.validation import check_idempotency_key
-from billing_service.service_layer import codec
 from billing_service.service_layer.unit_of_work import Database, RetryTransaction, Tx
 
 R = TypeVar("R")

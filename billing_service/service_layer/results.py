@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing_service.domain.model import Account, Bucket, LedgerEntry, Reservation
+from billing_service.domain.pricing import Comparison, Cost
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,17 @@ class SpendResult:
 
 @dataclass(frozen=True)
 class ReservationResult:
-    """A hold after a reserve, commit or release, and the commit's entry if one was written."""
+    """A hold after a reserve, commit or release, and the commit's entry if one was written.
+
+    A commit priced from usage also carries that usage's cost, its comparison with the hold's
+    estimate, and what was charged (less than the cost when the overrun policy capped it).
+    """
 
     reservation: Reservation
     entry: LedgerEntry | None = None
+    actual_cost: Cost | None = None
+    comparisons: tuple[Comparison, ...] = ()
+    charged: int | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from billing_service.db.accounts import AccountRepository
 from billing_service.db.buckets import BucketRepository
 from billing_service.db.idempotency import IdempotencyRepository
 from billing_service.db.ledger import LedgerRepository
+from billing_service.db.price_books import PriceBookRepository
 from billing_service.db.reservations import ReservationRepository
 from billing_service.domain.errors import Unavailable
 
@@ -46,6 +47,7 @@ class Tx:
         self.ledger = LedgerRepository(connection)
         self.reservations = ReservationRepository(connection)
         self.idempotency = IdempotencyRepository(connection)
+        self.price_books = PriceBookRepository(connection)
 
 
 class Database:

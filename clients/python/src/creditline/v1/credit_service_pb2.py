@@ -26,13 +26,14 @@ from creditline.v1 import account_pb2 as creditline_dot_v1_dot_account__pb2
 from creditline.v1 import balance_pb2 as creditline_dot_v1_dot_balance__pb2
 from creditline.v1 import grant_pb2 as creditline_dot_v1_dot_grant__pb2
 from creditline.v1 import ledger_pb2 as creditline_dot_v1_dot_ledger__pb2
+from creditline.v1 import pricing_pb2 as creditline_dot_v1_dot_pricing__pb2
 from creditline.v1 import reservation_pb2 as creditline_dot_v1_dot_reservation__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"creditline/v1/credit_service.proto\x12\rcreditline.v1\x1a\x1b\x63reditline/v1/account.proto\x1a\x1b\x63reditline/v1/balance.proto\x1a\x19\x63reditline/v1/grant.proto\x1a\x1a\x63reditline/v1/ledger.proto\x1a\x1f\x63reditline/v1/reservation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"=\n\x12GetAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\"W\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x19\n\x11parent_account_id\x18\x03 \x01(\t\"Y\n\x14ListAccountsResponse\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.creditline.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x14\x43reateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"R\n\x15\x43reateAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x89\x01\n\x14UpdateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"R\n\x15UpdateAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x91\x03\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12*\n\x06source\x18\x03 \x01(\x0e\x32\x1a.creditline.v1.GrantSource\x12\x15\n\x08priority\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x42\n\x08metadata\x18\x08 \x03(\x0b\x32\x30.creditline.v1.GrantCreditsRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_priority\"\x7f\n\x14GrantCreditsResponse\x12#\n\x05grant\x18\x01 \x01(\x0b\x32\x14.creditline.v1.Grant\x12\x30\n\x0cledger_entry\x18\x02 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"|\n\x11ListGrantsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12,\n\x08statuses\x18\x04 \x03(\x0e\x32\x1a.creditline.v1.GrantStatus\"S\n\x12ListGrantsResponse\x12$\n\x06grants\x18\x01 \x03(\x0b\x32\x14.creditline.v1.Grant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x10VoidGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"|\n\x11VoidGrantResponse\x12#\n\x05grant\x18\x01 \x01(\x0b\x32\x14.creditline.v1.Grant\x12\x30\n\x0cledger_entry\x18\x02 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"\xec\x01\n\x13SpendCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x42\n\x08metadata\x18\x05 \x03(\x0b\x32\x30.creditline.v1.SpendCreditsRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\x14SpendCreditsResponse\x12\x30\n\x0cledger_entry\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x11\n\tavailable\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"\x98\x02\n\x15ReserveCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x44\n\x08metadata\x18\x06 \x03(\x0b\x32\x32.creditline.v1.ReserveCreditsRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x16ReserveCreditsResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"[\n\x18\x43ommitReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"\x90\x01\n\x19\x43ommitReservationResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\x12\x30\n\x0cledger_entry\x18\x02 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"L\n\x19ReleaseReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"_\n\x1aReleaseReservationResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"I\n\x16GetReservationResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\"\x88\x01\n\x17ListReservationsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x32\n\x08statuses\x18\x04 \x03(\x0e\x32 .creditline.v1.ReservationStatus\"e\n\x18ListReservationsResponse\x12\x30\n\x0creservations\x18\x01 \x03(\x0b\x32\x1a.creditline.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"=\n\x12GetBalanceResponse\x12\'\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Balance\"\xf3\x01\n\x18ListLedgerEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05kinds\x18\x06 \x03(\x0e\x32\x1e.creditline.v1.LedgerEntryKind\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t\"h\n\x19ListLedgerEntriesResponse\x12\x32\n\x0eledger_entries\x18\x01 \x03(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x12RefundSpendRequest\x12\x17\n\x0fledger_entry_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"Y\n\x13RefundSpendResponse\x12\x30\n\x0cledger_entry\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xcf\x0b\n\rCreditService\x12Q\n\nGetAccount\x12 .creditline.v1.GetAccountRequest\x1a!.creditline.v1.GetAccountResponse\x12W\n\x0cListAccounts\x12\".creditline.v1.ListAccountsRequest\x1a#.creditline.v1.ListAccountsResponse\x12Z\n\rCreateAccount\x12#.creditline.v1.CreateAccountRequest\x1a$.creditline.v1.CreateAccountResponse\x12Z\n\rUpdateAccount\x12#.creditline.v1.UpdateAccountRequest\x1a$.creditline.v1.UpdateAccountResponse\x12W\n\x0cGrantCredits\x12\".creditline.v1.GrantCreditsRequest\x1a#.creditline.v1.GrantCreditsResponse\x12Q\n\nListGrants\x12 .creditline.v1.ListGrantsRequest\x1a!.creditline.v1.ListGrantsResponse\x12N\n\tVoidGrant\x12\x1f.creditline.v1.VoidGrantRequest\x1a .creditline.v1.VoidGrantResponse\x12W\n\x0cSpendCredits\x12\".creditline.v1.SpendCreditsRequest\x1a#.creditline.v1.SpendCreditsResponse\x12]\n\x0eReserveCredits\x12$.creditline.v1.ReserveCreditsRequest\x1a%.creditline.v1.ReserveCreditsResponse\x12\x66\n\x11\x43ommitReservation\x12\'.creditline.v1.CommitReservationRequest\x1a(.creditline.v1.CommitReservationResponse\x12i\n\x12ReleaseReservation\x12(.creditline.v1.ReleaseReservationRequest\x1a).creditline.v1.ReleaseReservationResponse\x12]\n\x0eGetReservation\x12$.creditline.v1.GetReservationRequest\x1a%.creditline.v1.GetReservationResponse\x12\x63\n\x10ListReservations\x12&.creditline.v1.ListReservationsRequest\x1a\'.creditline.v1.ListReservationsResponse\x12Q\n\nGetBalance\x12 .creditline.v1.GetBalanceRequest\x1a!.creditline.v1.GetBalanceResponse\x12\x66\n\x11ListLedgerEntries\x12\'.creditline.v1.ListLedgerEntriesRequest\x1a(.creditline.v1.ListLedgerEntriesResponse\x12T\n\x0bRefundSpend\x12!.creditline.v1.RefundSpendRequest\x1a\".creditline.v1.RefundSpendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"creditline/v1/credit_service.proto\x12\rcreditline.v1\x1a\x1b\x63reditline/v1/account.proto\x1a\x1b\x63reditline/v1/balance.proto\x1a\x19\x63reditline/v1/grant.proto\x1a\x1a\x63reditline/v1/ledger.proto\x1a\x1b\x63reditline/v1/pricing.proto\x1a\x1f\x63reditline/v1/reservation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"=\n\x12GetAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\"W\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x19\n\x11parent_account_id\x18\x03 \x01(\t\"Y\n\x14ListAccountsResponse\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.creditline.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x14\x43reateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"R\n\x15\x43reateAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x89\x01\n\x14UpdateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"R\n\x15UpdateAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Account\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x91\x03\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12*\n\x06source\x18\x03 \x01(\x0e\x32\x1a.creditline.v1.GrantSource\x12\x15\n\x08priority\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x42\n\x08metadata\x18\x08 \x03(\x0b\x32\x30.creditline.v1.GrantCreditsRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_priority\"\x7f\n\x14GrantCreditsResponse\x12#\n\x05grant\x18\x01 \x01(\x0b\x32\x14.creditline.v1.Grant\x12\x30\n\x0cledger_entry\x18\x02 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"|\n\x11ListGrantsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12,\n\x08statuses\x18\x04 \x03(\x0e\x32\x1a.creditline.v1.GrantStatus\"S\n\x12ListGrantsResponse\x12$\n\x06grants\x18\x01 \x03(\x0b\x32\x14.creditline.v1.Grant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x10VoidGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"|\n\x11VoidGrantResponse\x12#\n\x05grant\x18\x01 \x01(\x0b\x32\x14.creditline.v1.Grant\x12\x30\n\x0cledger_entry\x18\x02 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"\xec\x01\n\x13SpendCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x42\n\x08metadata\x18\x05 \x03(\x0b\x32\x30.creditline.v1.SpendCreditsRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\x14SpendCreditsResponse\x12\x30\n\x0cledger_entry\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x11\n\tavailable\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"\xf6\x02\n\x15ReserveCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x44\n\x08metadata\x18\x06 \x03(\x0b\x32\x32.creditline.v1.ReserveCreditsRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12&\n\x08\x65stimate\x18\x08 \x01(\x0b\x32\x14.creditline.v1.Usage\x12\x34\n\x0eoverrun_policy\x18\t \x01(\x0e\x32\x1c.creditline.v1.OverrunPolicy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x16ReserveCreditsResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x87\x01\n\x18\x43ommitReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x0c\x61\x63tual_usage\x18\x04 \x01(\x0b\x32\x14.creditline.v1.Usage\"\x88\x02\n\x19\x43ommitReservationResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\x12\x30\n\x0cledger_entry\x18\x02 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12\x30\n\x0b\x61\x63tual_cost\x18\x04 \x01(\x0b\x32\x1b.creditline.v1.CostEstimate\x12\x33\n\x0b\x63omparisons\x18\x05 \x03(\x0b\x32\x1e.creditline.v1.UsageComparison\x12\x0f\n\x07\x63harged\x18\x06 \x01(\t\"L\n\x19ReleaseReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"_\n\x1aReleaseReservationResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"I\n\x16GetReservationResponse\x12/\n\x0breservation\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.Reservation\"\x88\x01\n\x17ListReservationsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x32\n\x08statuses\x18\x04 \x03(\x0e\x32 .creditline.v1.ReservationStatus\"e\n\x18ListReservationsResponse\x12\x30\n\x0creservations\x18\x01 \x03(\x0b\x32\x1a.creditline.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"=\n\x12GetBalanceResponse\x12\'\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x16.creditline.v1.Balance\"\xf3\x01\n\x18ListLedgerEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05kinds\x18\x06 \x03(\x0e\x32\x1e.creditline.v1.LedgerEntryKind\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t\"h\n\x19ListLedgerEntriesResponse\x12\x32\n\x0eledger_entries\x18\x01 \x03(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x12RefundSpendRequest\x12\x17\n\x0fledger_entry_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"Y\n\x13RefundSpendResponse\x12\x30\n\x0cledger_entry\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.LedgerEntry\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xcf\x0b\n\rCreditService\x12Q\n\nGetAccount\x12 .creditline.v1.GetAccountRequest\x1a!.creditline.v1.GetAccountResponse\x12W\n\x0cListAccounts\x12\".creditline.v1.ListAccountsRequest\x1a#.creditline.v1.ListAccountsResponse\x12Z\n\rCreateAccount\x12#.creditline.v1.CreateAccountRequest\x1a$.creditline.v1.CreateAccountResponse\x12Z\n\rUpdateAccount\x12#.creditline.v1.UpdateAccountRequest\x1a$.creditline.v1.UpdateAccountResponse\x12W\n\x0cGrantCredits\x12\".creditline.v1.GrantCreditsRequest\x1a#.creditline.v1.GrantCreditsResponse\x12Q\n\nListGrants\x12 .creditline.v1.ListGrantsRequest\x1a!.creditline.v1.ListGrantsResponse\x12N\n\tVoidGrant\x12\x1f.creditline.v1.VoidGrantRequest\x1a .creditline.v1.VoidGrantResponse\x12W\n\x0cSpendCredits\x12\".creditline.v1.SpendCreditsRequest\x1a#.creditline.v1.SpendCreditsResponse\x12]\n\x0eReserveCredits\x12$.creditline.v1.ReserveCreditsRequest\x1a%.creditline.v1.ReserveCreditsResponse\x12\x66\n\x11\x43ommitReservation\x12\'.creditline.v1.CommitReservationRequest\x1a(.creditline.v1.CommitReservationResponse\x12i\n\x12ReleaseReservation\x12(.creditline.v1.ReleaseReservationRequest\x1a).creditline.v1.ReleaseReservationResponse\x12]\n\x0eGetReservation\x12$.creditline.v1.GetReservationRequest\x1a%.creditline.v1.GetReservationResponse\x12\x63\n\x10ListReservations\x12&.creditline.v1.ListReservationsRequest\x1a\'.creditline.v1.ListReservationsResponse\x12Q\n\nGetBalance\x12 .creditline.v1.GetBalanceRequest\x1a!.creditline.v1.GetBalanceResponse\x12\x66\n\x11ListLedgerEntries\x12\'.creditline.v1.ListLedgerEntriesRequest\x1a(.creditline.v1.ListLedgerEntriesResponse\x12T\n\x0bRefundSpend\x12!.creditline.v1.RefundSpendRequest\x1a\".creditline.v1.RefundSpendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,76 +46,76 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPENDCREDITSREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_RESERVECREDITSREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_RESERVECREDITSREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_GETACCOUNTREQUEST']._serialized_start=298
-  _globals['_GETACCOUNTREQUEST']._serialized_end=337
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=339
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=400
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=402
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=489
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=491
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=580
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=582
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=670
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=672
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=754
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=757
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=894
-  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=896
-  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=978
-  _globals['_GRANTCREDITSREQUEST']._serialized_start=981
-  _globals['_GRANTCREDITSREQUEST']._serialized_end=1382
-  _globals['_GRANTCREDITSREQUEST_METADATAENTRY']._serialized_start=1322
-  _globals['_GRANTCREDITSREQUEST_METADATAENTRY']._serialized_end=1369
-  _globals['_GRANTCREDITSRESPONSE']._serialized_start=1384
-  _globals['_GRANTCREDITSRESPONSE']._serialized_end=1511
-  _globals['_LISTGRANTSREQUEST']._serialized_start=1513
-  _globals['_LISTGRANTSREQUEST']._serialized_end=1637
-  _globals['_LISTGRANTSRESPONSE']._serialized_start=1639
-  _globals['_LISTGRANTSRESPONSE']._serialized_end=1722
-  _globals['_VOIDGRANTREQUEST']._serialized_start=1724
-  _globals['_VOIDGRANTREQUEST']._serialized_end=1801
-  _globals['_VOIDGRANTRESPONSE']._serialized_start=1803
-  _globals['_VOIDGRANTRESPONSE']._serialized_end=1927
-  _globals['_SPENDCREDITSREQUEST']._serialized_start=1930
-  _globals['_SPENDCREDITSREQUEST']._serialized_end=2166
-  _globals['_SPENDCREDITSREQUEST_METADATAENTRY']._serialized_start=1322
-  _globals['_SPENDCREDITSREQUEST_METADATAENTRY']._serialized_end=1369
-  _globals['_SPENDCREDITSRESPONSE']._serialized_start=2168
-  _globals['_SPENDCREDITSRESPONSE']._serialized_end=2277
-  _globals['_RESERVECREDITSREQUEST']._serialized_start=2280
-  _globals['_RESERVECREDITSREQUEST']._serialized_end=2560
-  _globals['_RESERVECREDITSREQUEST_METADATAENTRY']._serialized_start=1322
-  _globals['_RESERVECREDITSREQUEST_METADATAENTRY']._serialized_end=1369
-  _globals['_RESERVECREDITSRESPONSE']._serialized_start=2562
-  _globals['_RESERVECREDITSRESPONSE']._serialized_end=2653
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=2655
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=2746
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=2749
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=2893
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=2895
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=2971
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=2973
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=3068
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=3070
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=3117
-  _globals['_GETRESERVATIONRESPONSE']._serialized_start=3119
-  _globals['_GETRESERVATIONRESPONSE']._serialized_end=3192
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=3195
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=3331
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=3333
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=3434
-  _globals['_GETBALANCEREQUEST']._serialized_start=3436
-  _globals['_GETBALANCEREQUEST']._serialized_end=3475
-  _globals['_GETBALANCERESPONSE']._serialized_start=3477
-  _globals['_GETBALANCERESPONSE']._serialized_end=3538
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=3541
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=3784
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=3786
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=3890
-  _globals['_REFUNDSPENDREQUEST']._serialized_start=3892
-  _globals['_REFUNDSPENDREQUEST']._serialized_end=3994
-  _globals['_REFUNDSPENDRESPONSE']._serialized_start=3996
-  _globals['_REFUNDSPENDRESPONSE']._serialized_end=4085
-  _globals['_CREDITSERVICE']._serialized_start=4088
-  _globals['_CREDITSERVICE']._serialized_end=5575
+  _globals['_GETACCOUNTREQUEST']._serialized_start=327
+  _globals['_GETACCOUNTREQUEST']._serialized_end=366
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=368
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=429
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=431
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=518
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=520
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=609
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=611
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=699
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=701
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=783
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=786
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=923
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=925
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=1007
+  _globals['_GRANTCREDITSREQUEST']._serialized_start=1010
+  _globals['_GRANTCREDITSREQUEST']._serialized_end=1411
+  _globals['_GRANTCREDITSREQUEST_METADATAENTRY']._serialized_start=1351
+  _globals['_GRANTCREDITSREQUEST_METADATAENTRY']._serialized_end=1398
+  _globals['_GRANTCREDITSRESPONSE']._serialized_start=1413
+  _globals['_GRANTCREDITSRESPONSE']._serialized_end=1540
+  _globals['_LISTGRANTSREQUEST']._serialized_start=1542
+  _globals['_LISTGRANTSREQUEST']._serialized_end=1666
+  _globals['_LISTGRANTSRESPONSE']._serialized_start=1668
+  _globals['_LISTGRANTSRESPONSE']._serialized_end=1751
+  _globals['_VOIDGRANTREQUEST']._serialized_start=1753
+  _globals['_VOIDGRANTREQUEST']._serialized_end=1830
+  _globals['_VOIDGRANTRESPONSE']._serialized_start=1832
+  _globals['_VOIDGRANTRESPONSE']._serialized_end=1956
+  _globals['_SPENDCREDITSREQUEST']._serialized_start=1959
+  _globals['_SPENDCREDITSREQUEST']._serialized_end=2195
+  _globals['_SPENDCREDITSREQUEST_METADATAENTRY']._serialized_start=1351
+  _globals['_SPENDCREDITSREQUEST_METADATAENTRY']._serialized_end=1398
+  _globals['_SPENDCREDITSRESPONSE']._serialized_start=2197
+  _globals['_SPENDCREDITSRESPONSE']._serialized_end=2306
+  _globals['_RESERVECREDITSREQUEST']._serialized_start=2309
+  _globals['_RESERVECREDITSREQUEST']._serialized_end=2683
+  _globals['_RESERVECREDITSREQUEST_METADATAENTRY']._serialized_start=1351
+  _globals['_RESERVECREDITSREQUEST_METADATAENTRY']._serialized_end=1398
+  _globals['_RESERVECREDITSRESPONSE']._serialized_start=2685
+  _globals['_RESERVECREDITSRESPONSE']._serialized_end=2776
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=2779
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=2914
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=2917
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=3181
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=3183
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=3259
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=3261
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=3356
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=3358
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=3405
+  _globals['_GETRESERVATIONRESPONSE']._serialized_start=3407
+  _globals['_GETRESERVATIONRESPONSE']._serialized_end=3480
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=3483
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=3619
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=3621
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=3722
+  _globals['_GETBALANCEREQUEST']._serialized_start=3724
+  _globals['_GETBALANCEREQUEST']._serialized_end=3763
+  _globals['_GETBALANCERESPONSE']._serialized_start=3765
+  _globals['_GETBALANCERESPONSE']._serialized_end=3826
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=3829
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=4072
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=4074
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=4178
+  _globals['_REFUNDSPENDREQUEST']._serialized_start=4180
+  _globals['_REFUNDSPENDREQUEST']._serialized_end=4282
+  _globals['_REFUNDSPENDRESPONSE']._serialized_start=4284
+  _globals['_REFUNDSPENDRESPONSE']._serialized_end=4373
+  _globals['_CREDITSERVICE']._serialized_start=4376
+  _globals['_CREDITSERVICE']._serialized_end=5863
 # @@protoc_insertion_point(module_scope)

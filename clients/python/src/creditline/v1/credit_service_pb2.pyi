@@ -8,6 +8,7 @@ from creditline.v1 import account_pb2 as _account_pb2
 from creditline.v1 import balance_pb2 as _balance_pb2
 from creditline.v1 import grant_pb2 as _grant_pb2
 from creditline.v1 import ledger_pb2 as _ledger_pb2
+from creditline.v1 import pricing_pb2 as _pricing_pb2
 from creditline.v1 import reservation_pb2 as _reservation_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -623,16 +624,20 @@ class ReserveCreditsRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
+    OVERRUN_POLICY_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account whose credits to hold."""
     amount: _builtins.str
-    """The credits to hold: a positive exact decimal."""
+    """The credits to hold: a positive exact decimal. Empty when estimate is given."""
     feature: _builtins.str
     """The product feature the hold is for, at most 128 characters."""
     request_id: _builtins.str
     """The caller's own request id, for tracing; at most 255 characters."""
     idempotency_key: _builtins.str
     """Makes retries safe; see the service comment."""
+    overrun_policy: _pricing_pb2.OverrunPolicy.ValueType
+    """What a commit above the hold does; ALLOW_FROM_BALANCE when unspecified."""
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """How long the hold lasts; the server's default when unset, at most its maximum."""
@@ -640,6 +645,10 @@ class ReserveCreditsRequest(_message.Message):
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels kept with the hold and its commit entry."""
+
+    @_builtins.property
+    def estimate(self) -> _pricing_pb2.Usage:
+        """Usage to price and hold at its maximum, instead of an amount."""
 
     def __init__(
         self,
@@ -651,10 +660,12 @@ class ReserveCreditsRequest(_message.Message):
         request_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        estimate: _pricing_pb2.Usage | None = ...,
+        overrun_policy: _pricing_pb2.OverrunPolicy.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "feature", b"feature", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "request_id", b"request_id", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "estimate", b"estimate", "feature", b"feature", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "overrun_policy", b"overrun_policy", "request_id", b"request_id", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -697,22 +708,30 @@ class CommitReservationRequest(_message.Message):
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ACTUAL_USAGE_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """The hold to settle."""
     amount: _builtins.str
-    """The actual credits to spend: zero or a positive exact decimal."""
+    """The actual credits to spend: zero or a positive exact decimal. Empty when actual_usage is
+    given.
+    """
     idempotency_key: _builtins.str
     """Makes retries safe; see the service comment."""
+    @_builtins.property
+    def actual_usage(self) -> _pricing_pb2.Usage:
+        """The usage actually consumed, priced at the hold's pinned version, instead of an amount."""
+
     def __init__(
         self,
         *,
         reservation_id: _builtins.str = ...,
         amount: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        actual_usage: _pricing_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual_usage", b"actual_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "reservation_id", b"reservation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_usage", b"actual_usage", "amount", b"amount", "idempotency_key", b"idempotency_key", "reservation_id", b"reservation_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -727,8 +746,13 @@ class CommitReservationResponse(_message.Message):
     RESERVATION_FIELD_NUMBER: _builtins.int
     LEDGER_ENTRY_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    ACTUAL_COST_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    CHARGED_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
     """True when this response is the stored answer to an earlier call with the same key."""
+    charged: _builtins.str
+    """What was charged: the actual cost, or less when the overrun policy capped it."""
     @_builtins.property
     def reservation(self) -> _reservation_pb2.Reservation:
         """The hold after settling."""
@@ -737,16 +761,27 @@ class CommitReservationResponse(_message.Message):
     def ledger_entry(self) -> _ledger_pb2.LedgerEntry:
         """The SPEND entry, or unset when the actual amount was zero."""
 
+    @_builtins.property
+    def actual_cost(self) -> _pricing_pb2.CostEstimate:
+        """With actual_usage: its price at the pinned version."""
+
+    @_builtins.property
+    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[_pricing_pb2.UsageComparison]:
+        """With actual_usage on an estimate-sized hold: estimate and actual per token class."""
+
     def __init__(
         self,
         *,
         reservation: _reservation_pb2.Reservation | None = ...,
         ledger_entry: _ledger_pb2.LedgerEntry | None = ...,
         replayed: _builtins.bool = ...,
+        actual_cost: _pricing_pb2.CostEstimate | None = ...,
+        comparisons: _abc.Iterable[_pricing_pb2.UsageComparison] | None = ...,
+        charged: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ledger_entry", b"ledger_entry", "reservation", b"reservation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual_cost", b"actual_cost", "ledger_entry", b"ledger_entry", "reservation", b"reservation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ledger_entry", b"ledger_entry", "replayed", b"replayed", "reservation", b"reservation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_cost", b"actual_cost", "charged", b"charged", "comparisons", b"comparisons", "ledger_entry", b"ledger_entry", "replayed", b"replayed", "reservation", b"reservation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -216,19 +216,25 @@ class CreditServiceServicer:
 
     def ReserveCredits(self, request, context):
         """Holds credits for a while, allocated to buckets now. The hold expires after ttl (default
-        and maximum are server settings) unless it is committed or released first.
-        Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND),
-        INVALID_ARGUMENT (including a ttl above the maximum).
+        and maximum are server settings) unless it is committed or released first. Give either an
+        amount, or an estimate: then the server prices the usage at its maximum, holds that, and
+        pins the price book version (and the account's overrides) for the commit.
+        Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND,
+        MODEL_NOT_FOUND, TIER_NOT_FOUND), INVALID_ARGUMENT (including a ttl above the maximum).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CommitReservation(self, request, context):
-        """Settles a hold at the actual amount, releasing the rest. An amount above the hold needs the
-        difference in the available balance.
+        """Settles a hold at the actual amount, releasing the rest. Give either the amount, or the
+        actual usage: then it is priced at the hold's pinned price book version and overrides,
+        and the answer compares estimate and actual per token class. Above the hold, the hold's
+        overrun policy decides: REJECT refuses, CAP charges the hold, ALLOW_FROM_BALANCE (the
+        default) takes the difference from the available balance.
         Errors: FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_NOT_ACTIVE,
-        INSUFFICIENT_CREDITS), NOT_FOUND (RESERVATION_NOT_FOUND), INVALID_ARGUMENT.
+        INSUFFICIENT_CREDITS, OVERRUN_REJECTED), NOT_FOUND (RESERVATION_NOT_FOUND,
+        MODEL_NOT_FOUND), INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -86,15 +86,21 @@ class CreditServiceStub:
     """
     ReserveCredits: _grpc.UnaryUnaryMultiCallable[_credit_service_pb2.ReserveCreditsRequest, _credit_service_pb2.ReserveCreditsResponse]
     """Holds credits for a while, allocated to buckets now. The hold expires after ttl (default
-    and maximum are server settings) unless it is committed or released first.
-    Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND),
-    INVALID_ARGUMENT (including a ttl above the maximum).
+    and maximum are server settings) unless it is committed or released first. Give either an
+    amount, or an estimate: then the server prices the usage at its maximum, holds that, and
+    pins the price book version (and the account's overrides) for the commit.
+    Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND,
+    MODEL_NOT_FOUND, TIER_NOT_FOUND), INVALID_ARGUMENT (including a ttl above the maximum).
     """
     CommitReservation: _grpc.UnaryUnaryMultiCallable[_credit_service_pb2.CommitReservationRequest, _credit_service_pb2.CommitReservationResponse]
-    """Settles a hold at the actual amount, releasing the rest. An amount above the hold needs the
-    difference in the available balance.
+    """Settles a hold at the actual amount, releasing the rest. Give either the amount, or the
+    actual usage: then it is priced at the hold's pinned price book version and overrides,
+    and the answer compares estimate and actual per token class. Above the hold, the hold's
+    overrun policy decides: REJECT refuses, CAP charges the hold, ALLOW_FROM_BALANCE (the
+    default) takes the difference from the available balance.
     Errors: FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_NOT_ACTIVE,
-    INSUFFICIENT_CREDITS), NOT_FOUND (RESERVATION_NOT_FOUND), INVALID_ARGUMENT.
+    INSUFFICIENT_CREDITS, OVERRUN_REJECTED), NOT_FOUND (RESERVATION_NOT_FOUND,
+    MODEL_NOT_FOUND), INVALID_ARGUMENT.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_credit_service_pb2.ReleaseReservationRequest, _credit_service_pb2.ReleaseReservationResponse]
     """Releases a hold without spending. Releasing a hold that has expired already succeeds and
@@ -184,15 +190,21 @@ class CreditServiceAsyncStub(CreditServiceStub):
     """
     ReserveCredits: _aio.UnaryUnaryMultiCallable[_credit_service_pb2.ReserveCreditsRequest, _credit_service_pb2.ReserveCreditsResponse]  # type: ignore[assignment]
     """Holds credits for a while, allocated to buckets now. The hold expires after ttl (default
-    and maximum are server settings) unless it is committed or released first.
-    Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND),
-    INVALID_ARGUMENT (including a ttl above the maximum).
+    and maximum are server settings) unless it is committed or released first. Give either an
+    amount, or an estimate: then the server prices the usage at its maximum, holds that, and
+    pins the price book version (and the account's overrides) for the commit.
+    Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND,
+    MODEL_NOT_FOUND, TIER_NOT_FOUND), INVALID_ARGUMENT (including a ttl above the maximum).
     """
     CommitReservation: _aio.UnaryUnaryMultiCallable[_credit_service_pb2.CommitReservationRequest, _credit_service_pb2.CommitReservationResponse]  # type: ignore[assignment]
-    """Settles a hold at the actual amount, releasing the rest. An amount above the hold needs the
-    difference in the available balance.
+    """Settles a hold at the actual amount, releasing the rest. Give either the amount, or the
+    actual usage: then it is priced at the hold's pinned price book version and overrides,
+    and the answer compares estimate and actual per token class. Above the hold, the hold's
+    overrun policy decides: REJECT refuses, CAP charges the hold, ALLOW_FROM_BALANCE (the
+    default) takes the difference from the available balance.
     Errors: FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_NOT_ACTIVE,
-    INSUFFICIENT_CREDITS), NOT_FOUND (RESERVATION_NOT_FOUND), INVALID_ARGUMENT.
+    INSUFFICIENT_CREDITS, OVERRUN_REJECTED), NOT_FOUND (RESERVATION_NOT_FOUND,
+    MODEL_NOT_FOUND), INVALID_ARGUMENT.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_credit_service_pb2.ReleaseReservationRequest, _credit_service_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
     """Releases a hold without spending. Releasing a hold that has expired already succeeds and
@@ -333,9 +345,11 @@ class CreditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_credit_service_pb2.ReserveCreditsResponse, _abc.Awaitable[_credit_service_pb2.ReserveCreditsResponse]]:
         """Holds credits for a while, allocated to buckets now. The hold expires after ttl (default
-        and maximum are server settings) unless it is committed or released first.
-        Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND),
-        INVALID_ARGUMENT (including a ttl above the maximum).
+        and maximum are server settings) unless it is committed or released first. Give either an
+        amount, or an estimate: then the server prices the usage at its maximum, holds that, and
+        pins the price book version (and the account's overrides) for the commit.
+        Errors: FAILED_PRECONDITION (INSUFFICIENT_CREDITS), NOT_FOUND (ACCOUNT_NOT_FOUND,
+        MODEL_NOT_FOUND, TIER_NOT_FOUND), INVALID_ARGUMENT (including a ttl above the maximum).
         """
 
     @_abc_1.abstractmethod
@@ -344,10 +358,14 @@ class CreditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _credit_service_pb2.CommitReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_credit_service_pb2.CommitReservationResponse, _abc.Awaitable[_credit_service_pb2.CommitReservationResponse]]:
-        """Settles a hold at the actual amount, releasing the rest. An amount above the hold needs the
-        difference in the available balance.
+        """Settles a hold at the actual amount, releasing the rest. Give either the amount, or the
+        actual usage: then it is priced at the hold's pinned price book version and overrides,
+        and the answer compares estimate and actual per token class. Above the hold, the hold's
+        overrun policy decides: REJECT refuses, CAP charges the hold, ALLOW_FROM_BALANCE (the
+        default) takes the difference from the available balance.
         Errors: FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_NOT_ACTIVE,
-        INSUFFICIENT_CREDITS), NOT_FOUND (RESERVATION_NOT_FOUND), INVALID_ARGUMENT.
+        INSUFFICIENT_CREDITS, OVERRUN_REJECTED), NOT_FOUND (RESERVATION_NOT_FOUND,
+        MODEL_NOT_FOUND), INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod

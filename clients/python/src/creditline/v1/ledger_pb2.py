@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from creditline.v1 import pricing_pb2 as creditline_dot_v1_dot_pricing__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63reditline/v1/ledger.proto\x12\rcreditline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x0e\x42ucketMovement\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"\xc7\x03\n\x0bLedgerEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.creditline.v1.LedgerEntryKind\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x15\n\rbalance_after\x18\x05 \x01(\t\x12.\n\x07\x62uckets\x18\x06 \x03(\x0b\x32\x1d.creditline.v1.BucketMovement\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x16\n\x0ereservation_id\x18\n \x01(\t\x12\x19\n\x11refunded_entry_id\x18\x0b \x01(\t\x12:\n\x08metadata\x18\x0c \x03(\x0b\x32(.creditline.v1.LedgerEntry.MetadataEntry\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc6\x01\n\x0fLedgerEntryKind\x12!\n\x1dLEDGER_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17LEDGER_ENTRY_KIND_GRANT\x10\x01\x12\x1b\n\x17LEDGER_ENTRY_KIND_SPEND\x10\x02\x12\x1c\n\x18LEDGER_ENTRY_KIND_REFUND\x10\x03\x12\x1a\n\x16LEDGER_ENTRY_KIND_VOID\x10\x04\x12\x1c\n\x18LEDGER_ENTRY_KIND_EXPIRY\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63reditline/v1/ledger.proto\x12\rcreditline.v1\x1a\x1b\x63reditline/v1/pricing.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x0e\x42ucketMovement\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"\x8c\x04\n\x0bLedgerEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.creditline.v1.LedgerEntryKind\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x15\n\rbalance_after\x18\x05 \x01(\t\x12.\n\x07\x62uckets\x18\x06 \x03(\x0b\x32\x1d.creditline.v1.BucketMovement\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x16\n\x0ereservation_id\x18\n \x01(\t\x12\x19\n\x11refunded_entry_id\x18\x0b \x01(\t\x12:\n\x08metadata\x18\x0c \x03(\x0b\x32(.creditline.v1.LedgerEntry.MetadataEntry\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12price_book_version\x18\x0e \x01(\x03\x12\'\n\x05usage\x18\x0f \x03(\x0b\x32\x18.creditline.v1.UsageLine\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc6\x01\n\x0fLedgerEntryKind\x12!\n\x1dLEDGER_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17LEDGER_ENTRY_KIND_GRANT\x10\x01\x12\x1b\n\x17LEDGER_ENTRY_KIND_SPEND\x10\x02\x12\x1c\n\x18LEDGER_ENTRY_KIND_REFUND\x10\x03\x12\x1a\n\x16LEDGER_ENTRY_KIND_VOID\x10\x04\x12\x1c\n\x18LEDGER_ENTRY_KIND_EXPIRY\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEDGERENTRY_METADATAENTRY']._loaded_options = None
   _globals['_LEDGERENTRY_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_LEDGERENTRYKIND']._serialized_start=589
-  _globals['_LEDGERENTRYKIND']._serialized_end=787
-  _globals['_BUCKETMOVEMENT']._serialized_start=78
-  _globals['_BUCKETMOVEMENT']._serialized_end=128
-  _globals['_LEDGERENTRY']._serialized_start=131
-  _globals['_LEDGERENTRY']._serialized_end=586
-  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_start=539
-  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_end=586
+  _globals['_LEDGERENTRYKIND']._serialized_start=687
+  _globals['_LEDGERENTRYKIND']._serialized_end=885
+  _globals['_BUCKETMOVEMENT']._serialized_start=107
+  _globals['_BUCKETMOVEMENT']._serialized_end=157
+  _globals['_LEDGERENTRY']._serialized_start=160
+  _globals['_LEDGERENTRY']._serialized_end=684
+  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_start=637
+  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_end=684
 # @@protoc_insertion_point(module_scope)

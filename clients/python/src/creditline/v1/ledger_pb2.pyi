@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from creditline.v1 import pricing_pb2 as _pricing_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -123,6 +124,8 @@ class LedgerEntry(_message.Message):
     REFUNDED_ENTRY_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PRICE_BOOK_VERSION_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     """Server-assigned identifier, prefixed "txn_"."""
     account_id: _builtins.str
@@ -143,6 +146,8 @@ class LedgerEntry(_message.Message):
     """The reservation this entry settled, for commits."""
     refunded_entry_id: _builtins.str
     """The spend entry this entry refunds, for refunds."""
+    price_book_version: _builtins.int
+    """For a commit priced from usage: the price book version used; 0 otherwise."""
     @_builtins.property
     def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BucketMovement]:
         """The buckets this entry moved, in the order they were touched."""
@@ -154,6 +159,10 @@ class LedgerEntry(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the entry was written."""
+
+    @_builtins.property
+    def usage(self) -> _containers.RepeatedCompositeFieldContainer[_pricing_pb2.UsageLine]:
+        """For a commit priced from usage: the models and token counts it paid for."""
 
     def __init__(
         self,
@@ -171,10 +180,12 @@ class LedgerEntry(_message.Message):
         refunded_entry_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        price_book_version: _builtins.int = ...,
+        usage: _abc.Iterable[_pricing_pb2.UsageLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "balance_after", b"balance_after", "buckets", b"buckets", "create_time", b"create_time", "entry_id", b"entry_id", "feature", b"feature", "idempotency_key", b"idempotency_key", "kind", b"kind", "metadata", b"metadata", "refunded_entry_id", b"refunded_entry_id", "request_id", b"request_id", "reservation_id", b"reservation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "balance_after", b"balance_after", "buckets", b"buckets", "create_time", b"create_time", "entry_id", b"entry_id", "feature", b"feature", "idempotency_key", b"idempotency_key", "kind", b"kind", "metadata", b"metadata", "price_book_version", b"price_book_version", "refunded_entry_id", b"refunded_entry_id", "request_id", b"request_id", "reservation_id", b"reservation_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

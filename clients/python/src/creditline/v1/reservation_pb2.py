@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from creditline.v1 import ledger_pb2 as creditline_dot_v1_dot_ledger__pb2
+from creditline.v1 import pricing_pb2 as creditline_dot_v1_dot_pricing__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63reditline/v1/reservation.proto\x12\rcreditline.v1\x1a\x1a\x63reditline/v1/ledger.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x04\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\t\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .creditline.v1.ReservationStatus\x12\x18\n\x10\x63ommitted_amount\x18\x05 \x01(\t\x12\x32\n\x0b\x61llocations\x18\x06 \x03(\x0b\x32\x1d.creditline.v1.BucketMovement\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12:\n\x08metadata\x18\t \x03(\x0b\x32(.creditline.v1.Reservation.MetadataEntry\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cresolve_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fledger_entry_id\x18\r \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb9\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESERVATION_STATUS_ACTIVE\x10\x01\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63reditline/v1/reservation.proto\x12\rcreditline.v1\x1a\x1a\x63reditline/v1/ledger.proto\x1a\x1b\x63reditline/v1/pricing.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x04\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\t\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .creditline.v1.ReservationStatus\x12\x18\n\x10\x63ommitted_amount\x18\x05 \x01(\t\x12\x32\n\x0b\x61llocations\x18\x06 \x03(\x0b\x32\x1d.creditline.v1.BucketMovement\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12:\n\x08metadata\x18\t \x03(\x0b\x32(.creditline.v1.Reservation.MetadataEntry\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cresolve_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fledger_entry_id\x18\r \x01(\t\x12\x34\n\x0eoverrun_policy\x18\x0e \x01(\x0e\x32\x1c.creditline.v1.OverrunPolicy\x12-\n\x08\x65stimate\x18\x0f \x01(\x0b\x32\x1b.creditline.v1.CostEstimate\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb9\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESERVATION_STATUS_ACTIVE\x10\x01\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESERVATION_METADATAENTRY']._loaded_options = None
   _globals['_RESERVATION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_RESERVATIONSTATUS']._serialized_start=635
-  _globals['_RESERVATIONSTATUS']._serialized_end=820
-  _globals['_RESERVATION']._serialized_start=112
-  _globals['_RESERVATION']._serialized_end=632
-  _globals['_RESERVATION_METADATAENTRY']._serialized_start=585
-  _globals['_RESERVATION_METADATAENTRY']._serialized_end=632
+  _globals['_RESERVATIONSTATUS']._serialized_start=765
+  _globals['_RESERVATIONSTATUS']._serialized_end=950
+  _globals['_RESERVATION']._serialized_start=141
+  _globals['_RESERVATION']._serialized_end=762
+  _globals['_RESERVATION_METADATAENTRY']._serialized_start=715
+  _globals['_RESERVATION_METADATAENTRY']._serialized_end=762
 # @@protoc_insertion_point(module_scope)

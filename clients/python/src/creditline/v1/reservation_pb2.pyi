@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from creditline.v1 import ledger_pb2 as _ledger_pb2
+from creditline.v1 import pricing_pb2 as _pricing_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -92,6 +93,8 @@ class Reservation(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     RESOLVE_TIME_FIELD_NUMBER: _builtins.int
     LEDGER_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    OVERRUN_POLICY_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """Server-assigned identifier, prefixed "rsv_"."""
     account_id: _builtins.str
@@ -108,6 +111,8 @@ class Reservation(_message.Message):
     """The caller's own request id, for tracing."""
     ledger_entry_id: _builtins.str
     """The SPEND entry written by the commit; empty when nothing was spent."""
+    overrun_policy: _pricing_pb2.OverrunPolicy.ValueType
+    """What a commit above the hold does."""
     @_builtins.property
     def allocations(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.BucketMovement]:
         """The buckets the hold took its credits from, as negative movements."""
@@ -128,6 +133,12 @@ class Reservation(_message.Message):
     def resolve_time(self) -> _timestamp_pb2.Timestamp:
         """When the hold was committed, released or expired; unset while active."""
 
+    @_builtins.property
+    def estimate(self) -> _pricing_pb2.CostEstimate:
+        """For an estimate-sized hold: the estimate it was sized from, which also names the pinned
+        price book version.
+        """
+
     def __init__(
         self,
         *,
@@ -144,10 +155,12 @@ class Reservation(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         resolve_time: _timestamp_pb2.Timestamp | None = ...,
         ledger_entry_id: _builtins.str = ...,
+        overrun_policy: _pricing_pb2.OverrunPolicy.ValueType = ...,
+        estimate: _pricing_pb2.CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "resolve_time", b"resolve_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "estimate", b"estimate", "expire_time", b"expire_time", "resolve_time", b"resolve_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "allocations", b"allocations", "amount", b"amount", "committed_amount", b"committed_amount", "create_time", b"create_time", "expire_time", b"expire_time", "feature", b"feature", "ledger_entry_id", b"ledger_entry_id", "metadata", b"metadata", "request_id", b"request_id", "reservation_id", b"reservation_id", "resolve_time", b"resolve_time", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "allocations", b"allocations", "amount", b"amount", "committed_amount", b"committed_amount", "create_time", b"create_time", "estimate", b"estimate", "expire_time", b"expire_time", "feature", b"feature", "ledger_entry_id", b"ledger_entry_id", "metadata", b"metadata", "overrun_policy", b"overrun_policy", "request_id", b"request_id", "reservation_id", b"reservation_id", "resolve_time", b"resolve_time", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

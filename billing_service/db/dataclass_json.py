@@ -1,4 +1,4 @@
-"""Stored answers as JSON: frozen domain dataclasses in, the same values out.
+"""Frozen domain dataclasses as JSON and back: stored answers, pinned hold pricing, usage.
 
 The idempotency record keeps the exact first answer, so a replay returns it unchanged even
 after the resources it names have moved on.
@@ -12,6 +12,7 @@ import types
 import typing
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -29,13 +30,15 @@ def loads(cls: type[T], text: str) -> T:
     return value
 
 
-def to_plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:  # noqa: PLR0911 - one branch per supported type
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
     if isinstance(value, Mapping):
         return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -64,4 +67,6 @@ def _build(tp: Any, data: Any) -> Any:  # noqa: PLR0911 - one branch per support
         return tp(data)
     if tp is datetime:
         return datetime.fromisoformat(data)
+    if tp is Decimal:
+        return Decimal(data)
     return data

@@ -1,0 +1,224 @@
+"""Queries for price book versions, their model prices and tiers, and account overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+
+from billing_service.db import dataclass_json
+from billing_service.db.codec import from_micros, opt_from_micros, opt_to_micros, to_micros
+from billing_service.db.tables import model_prices, price_books, price_overrides, tiers
+from billing_service.domain.pricing import ModelPrice, PriceBook, PriceOverride, Tier
+
+_PRICE_COLUMNS = (
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "output_per_mtok",
+    "reasoning_per_mtok",
+    "per_request",
+    "per_unit",
+)
+
+
+@dataclass(frozen=True)
+class PriceBookInfo:
+    """A version's header and how much it holds, without its prices."""
+
+    version: int
+    effective_at: datetime
+    credit_usd: Decimal
+    markup: Decimal
+    note: str
+    created_at: datetime
+    model_count: int
+    tier_count: int
+
+
+class PriceBookRepository:
+    """Reads and writes price book versions and account price overrides."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+
+    def in_force(self, at: datetime) -> int | None:
+        """The newest version whose effective time has come, if any."""
+        value = self._conn.execute(
+            select(func.max(price_books.c.version)).where(
+                price_books.c.effective_at <= to_micros(at)
+            )
+        ).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def newest(self) -> int | None:
+        """The highest version number, in force or not."""
+        value = self._conn.execute(select(func.max(price_books.c.version))).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def load(self, version: int) -> PriceBook | None:
+        """A whole version, or None."""
+        head = self._conn.execute(
+            select(price_books).where(price_books.c.version == version)
+        ).first()
+        if head is None:
+            return None
+        models = self._conn.execute(
+            select(model_prices)
+            .where(model_prices.c.version == version)
+            .order_by(model_prices.c.provider, model_prices.c.model)
+        )
+        tier_rows = self._conn.execute(
+            select(tiers).where(tiers.c.version == version).order_by(tiers.c.name)
+        )
+        h = head._mapping
+        return PriceBook(
+            version=h["version"],
+            effective_at=from_micros(h["effective_at"]),
+            credit_usd=Decimal(h["credit_usd"]),
+            markup=Decimal(h["markup"]),
+            note=h["note"],
+            created_at=from_micros(h["created_at"]),
+            models=tuple(_model(r._mapping) for r in models),
+            tiers=tuple(
+                Tier(
+                    name=t._mapping["name"],
+                    base_fee=t._mapping["base_fee"],
+                    fee_unit=t._mapping["fee_unit"],
+                    description=t._mapping["description"],
+                )
+                for t in tier_rows
+            ),
+        )
+
+    def add(self, book: PriceBook) -> None:
+        """Insert a new version; a concurrent twin with the same number raises IntegrityError."""
+        self._conn.execute(
+            insert(price_books).values(
+                version=book.version,
+                effective_at=to_micros(book.effective_at),
+                credit_usd=str(book.credit_usd),
+                markup=str(book.markup),
+                note=book.note,
+                created_at=to_micros(book.created_at),
+            )
+        )
+        if book.models:
+            self._conn.execute(
+                insert(model_prices), [_model_row(book.version, m) for m in book.models]
+            )
+        if book.tiers:
+            self._conn.execute(
+                insert(tiers),
+                [
+                    {
+                        "version": book.version,
+                        "name": t.name,
+                        "base_fee": t.base_fee,
+                        "fee_unit": t.fee_unit,
+                        "description": t.description,
+                    }
+                    for t in book.tiers
+                ],
+            )
+
+    def page(self, *, before: int | None, limit: int) -> list[PriceBookInfo]:
+        """Version headers newest first, strictly below the cursor."""
+        models = (
+            select(func.count())
+            .where(model_prices.c.version == price_books.c.version)
+            .scalar_subquery()
+        )
+        tier_count = (
+            select(func.count()).where(tiers.c.version == price_books.c.version).scalar_subquery()
+        )
+        query = select(price_books, models.label("models"), tier_count.label("tiers"))
+        if before is not None:
+            query = query.where(price_books.c.version < before)
+        rows = self._conn.execute(query.order_by(price_books.c.version.desc()).limit(limit))
+        return [
+            PriceBookInfo(
+                version=m["version"],
+                effective_at=from_micros(m["effective_at"]),
+                credit_usd=Decimal(m["credit_usd"]),
+                markup=Decimal(m["markup"]),
+                note=m["note"],
+                created_at=from_micros(m["created_at"]),
+                model_count=int(m["models"]),
+                tier_count=int(m["tiers"]),
+            )
+            for m in (r._mapping for r in rows)
+        ]
+
+    def add_override(self, override: PriceOverride) -> None:
+        """Insert an account price override."""
+        self._conn.execute(
+            insert(price_overrides).values(
+                id=override.id,
+                account_id=override.account_id,
+                provider=override.provider,
+                model=override.model,
+                fixed_price=dataclass_json.dumps(override.fixed) if override.fixed else None,
+                discount_percent=(
+                    None if override.discount_percent is None else str(override.discount_percent)
+                ),
+                effective_at=to_micros(override.effective_at),
+                expires_at=opt_to_micros(override.expires_at),
+                created_at=to_micros(override.created_at),
+            )
+        )
+
+    def overrides_for(self, account_id: str) -> list[PriceOverride]:
+        """The account's overrides, newest first."""
+        rows = self._conn.execute(
+            select(price_overrides)
+            .where(price_overrides.c.account_id == account_id)
+            .order_by(price_overrides.c.created_at.desc(), price_overrides.c.id.desc())
+        )
+        return [_override(r._mapping) for r in rows]
+
+
+def _model_row(version: int, m: ModelPrice) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "version": version,
+        "provider": m.provider,
+        "model": m.model,
+        "unit": m.unit,
+        "source": m.source,
+        "as_of": m.as_of,
+    }
+    for column in _PRICE_COLUMNS:
+        value = getattr(m, column)
+        row[column] = None if value is None else str(value)
+    return row
+
+
+def _model(m: Any) -> ModelPrice:
+    prices = {c: (None if m[c] is None else Decimal(m[c])) for c in _PRICE_COLUMNS}
+    return ModelPrice(
+        provider=m["provider"],
+        model=m["model"],
+        unit=m["unit"],
+        source=m["source"],
+        as_of=m["as_of"],
+        **prices,
+    )
+
+
+def _override(m: Any) -> PriceOverride:
+    return PriceOverride(
+        id=m["id"],
+        account_id=m["account_id"],
+        provider=m["provider"],
+        model=m["model"],
+        fixed=dataclass_json.loads(ModelPrice, m["fixed_price"]) if m["fixed_price"] else None,
+        discount_percent=(
+            None if m["discount_percent"] is None else Decimal(m["discount_percent"])
+        ),
+        effective_at=from_micros(m["effective_at"]),
+        expires_at=opt_from_micros(m["expires_at"]),
+        created_at=from_micros(m["created_at"]),
+    )

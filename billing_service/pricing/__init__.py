@@ -1,0 +1,1 @@
+"""The price book file format and the shipped default price book (default_price_book.json)."""
