@@ -1,13 +1,17 @@
-"""The `creditline` command: serve, migrate, worker and token helpers."""
+"""The `creditline` command: serve, migrate, worker, pricebook and token helpers."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -15,9 +19,13 @@ from billing_service import logs
 from billing_service.app import SchemaOutOfDate, make_context, open_engine
 from billing_service.db import migrate
 from billing_service.db.engine import build_engine
+from billing_service.domain.errors import DomainError
 from billing_service.jobs.sweeper import Sweeper
+from billing_service.pricing import price_book_file
+from billing_service.pricing.price_book_file import DEFAULT_PATH
 from billing_service.rpc.auth import ROLES, new_token, parse_tokens
 from billing_service.rpc.server import InsecureListenError, build_server
+from billing_service.service_layer.pricing import get_price_book, load_price_book, seed_price_book
 from billing_service.settings import Settings
 
 log = logging.getLogger("creditline")
@@ -33,6 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="bring the database schema to the newest revision")
     worker = commands.add_parser("worker", help="run only the background jobs")
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    book = commands.add_parser("pricebook", help="load or export the price book (charge matrix)")
+    book_commands = book.add_subparsers(dest="pricebook_command", required=True)
+    load = book_commands.add_parser("load", help="load a JSON or YAML file as a new version")
+    load.add_argument("file", type=Path, help="the price book file (.json, .yaml or .yml)")
+    load.add_argument(
+        "--effective", type=_timestamp, help="ISO time the version starts to apply (default: now)"
+    )
+    load.add_argument("--note", default="", help="why, kept with the version")
+    export = book_commands.add_parser("export", help="write a version as JSON or YAML")
+    export.add_argument("--version", type=int, default=0, help="version number (default: in force)")
+    export.add_argument("--format", choices=["json", "yaml"], default="json")
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     token = commands.add_parser("token", help="create an auth token and its config entry")
     token.add_argument("--name", required=True, help="who the token is for, e.g. api-gateway")
     token.add_argument("--roles", required=True, help=f"'+'-separated roles from {sorted(ROLES)}")
@@ -52,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"creditline: bad configuration:\n{error}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    return _dispatch(settings, args)
 
+
+def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the chosen command; expected failures become a logged line and exit status 1."""
     if args.command == "token":
         return _token(args.name, args.roles)
     if args.command == "migrate":
@@ -61,10 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("database schema is current")
         return 0
     try:
+        if args.command == "pricebook":
+            return _pricebook(settings, args)
         if args.command == "worker":
             return _worker(settings, once=args.once)
         return _serve(settings)
-    except (SchemaOutOfDate, InsecureListenError, ValueError, OSError) as error:
+    except (SchemaOutOfDate, InsecureListenError, ValueError, OSError, DomainError) as error:
         log.error(str(error))
         return 1
 
@@ -84,6 +110,10 @@ def _serve(settings: Settings) -> int:
     tokens = parse_tokens(settings.auth_tokens)
     engine = open_engine(settings)
     ctx = make_context(engine, settings)
+    if settings.seed_default_price_book and seed_price_book(
+        ctx, price_book_file.read(DEFAULT_PATH)
+    ):
+        log.info("loaded the shipped default price book as version 1")
     running = build_server(
         ctx, listen=settings.listen, tokens=tokens, max_workers=settings.max_workers
     )
@@ -99,6 +129,47 @@ def _serve(settings: Settings) -> int:
     engine.dispose()
     log.info("stopped")
     return 0
+
+
+def _pricebook(settings: Settings, args: argparse.Namespace) -> int:
+    engine = open_engine(settings)
+    ctx = make_context(engine, settings)
+    try:
+        if args.pricebook_command == "load":
+            raw = args.file.read_bytes()
+            book = price_book_file.read(args.file, effective_at=args.effective or ctx.clock.now())
+            book = replace(book, note=args.note or book.note or f"loaded from {args.file.name}")
+            digest = hashlib.sha256(raw + str(book.effective_at).encode() + book.note.encode())
+            outcome = load_price_book(
+                ctx, book=book, idempotency_key=f"pricebook-load:{digest.hexdigest()}"
+            )
+            info = outcome.result.price_book
+            verb = "was already loaded as" if outcome.replayed else "loaded as"
+            print(
+                f"{args.file} {verb} price book version {info.version}: {info.model_count} "
+                f"models, {info.tier_count} tiers, effective {info.effective_at.isoformat()}"
+            )
+            return 0
+        current = get_price_book(ctx, args.version)
+        text = price_book_file.dump(current, yaml_syntax=args.format == "yaml")
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+            print(f"price book version {current.version} written to {args.output}")
+        else:
+            sys.stdout.write(text)
+        return 0
+    except price_book_file.PriceBookFileError as error:
+        print(f"creditline: {error}; nothing was loaded", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a time zone, e.g. 2026-12-01T00:00:00Z")
+    return moment
 
 
 def _worker(settings: Settings, *, once: bool) -> int:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     )
     sweep_batch: int = Field(100, gt=0, description="accounts swept per sweeper pass")
     run_jobs: bool = Field(True, description="run background jobs inside `serve`")
+    seed_default_price_book: bool = Field(
+        True, description="load the shipped price book as version 1 when there is none"
+    )
     max_workers: int = Field(32, gt=0, description="gRPC worker threads")
     db_pool_size: int = Field(20, gt=0, description="database connections kept open")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time for calls to finish")

@@ -31,12 +31,16 @@ _READS = {
     "ListLedgerEntries",
 }
 _SPENDING = {"SpendCredits", "ReserveCredits", "CommitReservation", "ReleaseReservation"}
+_BILLING = "/creditline.v1.BillingService/"
+_PRICE_READS = {"EstimateCost", "ListPriceBooks", "ListModelPrices", "GetModelPrice", "ListTiers"}
 
 # The roles, besides admin, that may call each RPC. Admin may call everything; an RPC missing
 # here (a new one) is admin-only until it is added.
 ALLOWED: Mapping[str, frozenset[str]] = {
     **{_PREFIX + m: frozenset({"service", "reader", "gateway"}) for m in _READS},
     **{_PREFIX + m: frozenset({"service"}) for m in _SPENDING},
+    **{_BILLING + m: frozenset({"service", "reader", "gateway"}) for m in _PRICE_READS},
+    _BILLING + "ListAccountPriceOverrides": frozenset({"service", "reader"}),
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 

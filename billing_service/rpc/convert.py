@@ -7,9 +7,6 @@ or unknown enum numbers) with InvalidField naming the request field.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import TypeVar
 
 from creditline.v1 import (
     account_pb2,
@@ -18,11 +15,8 @@ from creditline.v1 import (
     ledger_pb2,
     reservation_pb2,
 )
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing_service.domain.amounts import format_amount, parse_amount
-from billing_service.domain.errors import InvalidField
 from billing_service.domain.model import (
     Account,
     BalanceView,
@@ -31,51 +25,8 @@ from billing_service.domain.model import (
     Movement,
     Reservation,
 )
-
-E = TypeVar("E", bound=StrEnum)
-
-# Largest timestamp we accept: year 9999, Timestamp's own limit.
-_MAX_SECONDS = 253_402_300_799
-
-
-def enum_in(cls: type[E], prefix: str, number: int, field: str, *, required: bool) -> E | None:
-    """A domain enum from a proto enum number such as BILLING_MODE_PREPAID."""
-    if number == 0:
-        if required:
-            raise InvalidField(field, f"is required (not {prefix}_UNSPECIFIED)")
-        return None
-    for member in cls:
-        if _enum_number(prefix, member) == number:
-            return member
-    raise InvalidField(field, f"has unknown value {number}")
-
-
-def enum_out(prefix: str, member: StrEnum) -> int:
-    """The proto enum number for a domain enum member."""
-    return _enum_number(prefix, member)
-
-
-def enums_in(cls: type[E], prefix: str, numbers: Iterable[int], field: str) -> list[E]:
-    """A list filter of enums; unspecified values are refused."""
-    result = []
-    for number in numbers:
-        member = enum_in(cls, prefix, number, field, required=True)
-        assert member is not None
-        result.append(member)
-    return result
-
-
-_ENUM_TYPES = {
-    "BILLING_MODE": account_pb2.BillingMode,
-    "GRANT_SOURCE": grant_pb2.GrantSource,
-    "GRANT_STATUS": grant_pb2.GrantStatus,
-    "LEDGER_ENTRY_KIND": ledger_pb2.LedgerEntryKind,
-    "RESERVATION_STATUS": reservation_pb2.ReservationStatus,
-}
-
-
-def _enum_number(prefix: str, member: StrEnum) -> int:
-    return int(_ENUM_TYPES[prefix].Value(f"{prefix}_{member.value}"))
+from billing_service.rpc.pricing_convert import cost_out, usage_lines_out
+from billing_service.rpc.wire import enum_out, time_out
 
 
 def amount_in(text: str, field: str, *, allow_zero: bool = False) -> int:
@@ -86,32 +37,6 @@ def amount_in(text: str, field: str, *, allow_zero: bool = False) -> int:
 def optional_amount_in(text: str, field: str) -> int | None:
     """Micro-credits, or None for an empty string."""
     return parse_amount(text, field, allow_zero=True) if text else None
-
-
-def time_in(message: Timestamp, present: bool, field: str) -> datetime | None:
-    """A UTC datetime from a Timestamp field, or None when the field is unset."""
-    if not present:
-        return None
-    if not 0 <= message.seconds <= _MAX_SECONDS or not 0 <= message.nanos < 1_000_000_000:
-        raise InvalidField(field, "is out of range")
-    return datetime.fromtimestamp(message.seconds, UTC) + timedelta(
-        microseconds=message.nanos // 1000
-    )
-
-
-def duration_in(message: Duration, present: bool, field: str) -> timedelta | None:
-    """A timedelta from a Duration field, or None when unset."""
-    if not present:
-        return None
-    if message.seconds < 0 or message.nanos < 0 or message.seconds > 10 * 365 * 86_400:
-        raise InvalidField(field, "must be a positive duration")
-    return timedelta(seconds=message.seconds, microseconds=message.nanos // 1000)
-
-
-def time_out(moment: datetime | None, target: Timestamp) -> None:
-    """Write a datetime into a Timestamp field; leave it unset for None."""
-    if moment is not None:
-        target.FromDatetime(moment)
 
 
 def movements_out(
@@ -175,6 +100,8 @@ def entry_out(entry: LedgerEntry) -> ledger_pb2.LedgerEntry:
         reservation_id=entry.reservation_id,
         refunded_entry_id=entry.refunded_entry_id,
         metadata=dict(entry.metadata),
+        price_book_version=entry.price_book_version,
+        usage=usage_lines_out(entry.usage),
     )
     movements_out(entry.buckets, message.buckets)
     time_out(entry.created_at, message.create_time)
@@ -195,7 +122,10 @@ def reservation_out(hold: Reservation) -> reservation_pb2.Reservation:
         request_id=hold.request_id,
         metadata=dict(hold.metadata),
         ledger_entry_id=hold.ledger_entry_id,
+        overrun_policy=enum_out("OVERRUN_POLICY", hold.overrun_policy),  # type: ignore[arg-type]
     )
+    if hold.pricing is not None:
+        message.estimate.CopyFrom(cost_out(hold.pricing.estimate))
     movements_out(((g, -c) for g, c in hold.allocations), message.allocations)
     time_out(hold.created_at, message.create_time)
     time_out(hold.expires_at, message.expire_time)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import grpc
 from creditline.v1 import credit_service_pb2 as pb
 from creditline.v1 import credit_service_pb2_grpc
 
 from billing_service.domain.amounts import format_amount
-from billing_service.domain.errors import DomainError, InvalidField
+from billing_service.domain.errors import InvalidField
 from billing_service.domain.model import (
     BillingMode,
     EntryKind,
@@ -19,29 +15,11 @@ from billing_service.domain.model import (
     GrantStatus,
     ReservationStatus,
 )
-from billing_service.rpc import convert
-from billing_service.rpc.errors import abort_internal, abort_with_domain_error
+from billing_service.domain.pricing import OverrunPolicy
+from billing_service.rpc import convert, pricing_convert, wire
+from billing_service.rpc.errors import translated
 from billing_service.service_layer import accounts, credits, queries
 from billing_service.service_layer.context import AppContext
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Method = Callable[[Any, Req, grpc.ServicerContext], Resp]
-
-
-def translated(method: Method[Req, Resp]) -> Method[Req, Resp]:
-    """Answer domain errors with their status and anything unexpected with INTERNAL."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Resp:
-        try:
-            return method(self, request, context)
-        except DomainError as error:
-            abort_with_domain_error(context, error)
-        except Exception:
-            abort_internal(context, method.__name__)
-
-    return wrapper
 
 
 class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
@@ -80,7 +58,7 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
         outcome = accounts.create_account(
             self._ctx,
             account_id=account.account_id,
-            billing_mode=convert.enum_in(
+            billing_mode=wire.enum_in(
                 BillingMode,
                 "BILLING_MODE",
                 account.billing_mode,
@@ -109,7 +87,7 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             self._ctx,
             account_id=account.account_id,
             fields=fields,
-            billing_mode=convert.enum_in(
+            billing_mode=wire.enum_in(
                 BillingMode,
                 "BILLING_MODE",
                 account.billing_mode,
@@ -136,14 +114,14 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             self._ctx,
             account_id=request.account_id,
             amount=convert.amount_in(request.amount, "amount"),
-            source=convert.enum_in(
+            source=wire.enum_in(
                 GrantSource, "GRANT_SOURCE", request.source, "source", required=True
             ),
             priority=request.priority if request.HasField("priority") else None,
-            effective_at=convert.time_in(
+            effective_at=wire.time_in(
                 request.effective_time, request.HasField("effective_time"), "effective_time"
             ),
-            expires_at=convert.time_in(
+            expires_at=wire.time_in(
                 request.expire_time, request.HasField("expire_time"), "expire_time"
             ),
             description=request.description,
@@ -166,7 +144,7 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             account_id=request.account_id,
             size=request.page_size,
             token=request.page_token,
-            statuses=convert.enums_in(GrantStatus, "GRANT_STATUS", request.statuses, "statuses"),
+            statuses=wire.enums_in(GrantStatus, "GRANT_STATUS", request.statuses, "statuses"),
         )
         return pb.ListGrantsResponse(
             grants=[convert.grant_out(b) for b in page.items], next_page_token=page.next_token
@@ -212,11 +190,22 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
     def ReserveCredits(
         self, request: pb.ReserveCreditsRequest, context: grpc.ServicerContext
     ) -> pb.ReserveCreditsResponse:
+        has_estimate = request.HasField("estimate")
         outcome = credits.reserve_credits(
             self._ctx,
             account_id=request.account_id,
-            amount=convert.amount_in(request.amount, "amount"),
-            ttl=convert.duration_in(request.ttl, request.HasField("ttl"), "ttl"),
+            amount=None
+            if has_estimate and not request.amount
+            else convert.amount_in(request.amount, "amount"),
+            estimate=pricing_convert.usage_in(request.estimate) if has_estimate else None,
+            overrun_policy=wire.enum_in(
+                OverrunPolicy,
+                "OVERRUN_POLICY",
+                request.overrun_policy,
+                "overrun_policy",
+                required=False,
+            ),
+            ttl=wire.duration_in(request.ttl, request.HasField("ttl"), "ttl"),
             feature=request.feature,
             request_id=request.request_id,
             metadata=convert.labels_in(request.metadata),
@@ -231,10 +220,14 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
     def CommitReservation(
         self, request: pb.CommitReservationRequest, context: grpc.ServicerContext
     ) -> pb.CommitReservationResponse:
+        has_usage = request.HasField("actual_usage")
         outcome = credits.commit_reservation(
             self._ctx,
             reservation_id=request.reservation_id,
-            amount=convert.amount_in(request.amount, "amount", allow_zero=True),
+            amount=None
+            if has_usage and not request.amount
+            else convert.amount_in(request.amount, "amount", allow_zero=True),
+            usage=pricing_convert.usage_in(request.actual_usage) if has_usage else None,
             idempotency_key=request.idempotency_key,
         )
         result = outcome.result
@@ -242,6 +235,11 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             reservation=convert.reservation_out(result.reservation),
             ledger_entry=convert.entry_out(result.entry) if result.entry else None,
             replayed=outcome.replayed,
+            actual_cost=pricing_convert.cost_out(result.actual_cost)
+            if result.actual_cost
+            else None,
+            comparisons=pricing_convert.comparisons_out(result.comparisons),
+            charged=format_amount(result.charged or 0),
         )
 
     @translated
@@ -274,7 +272,7 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             account_id=request.account_id,
             size=request.page_size,
             token=request.page_token,
-            statuses=convert.enums_in(
+            statuses=wire.enums_in(
                 ReservationStatus, "RESERVATION_STATUS", request.statuses, "statuses"
             ),
         )
@@ -299,9 +297,9 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             account_id=request.account_id,
             size=request.page_size,
             token=request.page_token,
-            start=convert.time_in(request.start_time, request.HasField("start_time"), "start_time"),
-            end=convert.time_in(request.end_time, request.HasField("end_time"), "end_time"),
-            kinds=convert.enums_in(EntryKind, "LEDGER_ENTRY_KIND", request.kinds, "kinds"),
+            start=wire.time_in(request.start_time, request.HasField("start_time"), "start_time"),
+            end=wire.time_in(request.end_time, request.HasField("end_time"), "end_time"),
+            kinds=wire.enums_in(EntryKind, "LEDGER_ENTRY_KIND", request.kinds, "kinds"),
             feature=request.feature,
         )
         return pb.ListLedgerEntriesResponse(

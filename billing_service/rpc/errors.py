@@ -8,8 +8,10 @@ detail, so no stack trace or secret ever reaches a caller.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -89,3 +91,23 @@ def abort_internal(context: grpc.ServicerContext, method: str) -> NoReturn:
         )
     )
     raise AssertionError("abort_with_status returns only by raising")
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Method = Callable[[Any, Req, grpc.ServicerContext], Resp]
+
+
+def translated(method: Method[Req, Resp]) -> Method[Req, Resp]:
+    """Answer domain errors with their status and anything unexpected with INTERNAL."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Resp:
+        try:
+            return method(self, request, context)
+        except DomainError as error:
+            abort_with_domain_error(context, error)
+        except Exception:
+            abort_internal(context, method.__name__)
+
+    return wrapper

@@ -1,4 +1,4 @@
-"""The gRPC server factory: CreditService, health and reflection, auth and access logs.
+"""The gRPC server factory: CreditService, BillingService, health, reflection, auth, logs.
 
 `build_server` binds and returns the port it got (tests bind port 0); `RunningServer.stop`
 drains in-flight calls within the grace period after flipping health to NOT_SERVING.
@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from creditline.v1 import credit_service_pb2, credit_service_pb2_grpc
+from creditline.v1 import (
+    billing_service_pb2,
+    billing_service_pb2_grpc,
+    credit_service_pb2,
+    credit_service_pb2_grpc,
+)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from billing_service.rpc.access_log import AccessLogInterceptor
 from billing_service.rpc.auth import AuthInterceptor, Principal
+from billing_service.rpc.billing_servicer import BillingServicer
 from billing_service.rpc.credit_servicer import CreditServicer
 from billing_service.service_layer.context import AppContext
 
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].full_name,
+    billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
     health.SERVICE_NAME,
     reflection.SERVICE_NAME,
 )
@@ -84,6 +91,7 @@ def build_server(
         options=[("grpc.so_reuseport", 0)],
     )
     credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(ctx), server)
+    billing_service_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ctx), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -91,6 +99,6 @@ def build_server(
     if port == 0:
         raise OSError(f"could not bind {listen}")
     server.start()
-    for name in ("", SERVICE_NAMES[0]):
+    for name in ("", *SERVICE_NAMES[:2]):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer)

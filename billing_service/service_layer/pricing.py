@@ -189,8 +189,8 @@ def get_model_price(
     return book.model(provider, model), book
 
 
-def list_tiers(ctx: AppContext, version: int) -> PriceBook:
-    """The version whose tiers to list."""
+def get_price_book(ctx: AppContext, version: int) -> PriceBook:
+    """A whole version: the named one, or the one in force now when version is 0."""
     return ctx.db.read(lambda tx: book_in_force(ctx.books, tx, ctx.clock.now(), version))
 
 
