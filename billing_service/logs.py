@@ -38,3 +38,5 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every connection at INFO; its warnings and errors still come through.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
