@@ -10,7 +10,7 @@ of work and builds on the winner.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -41,6 +41,7 @@ from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.idempotency import Outcome, run_idempotent
 from billing_service.service_layer.pagination import Page, decode_token, encode_token, page_size
 from billing_service.service_layer.price_book_cache import PriceBookCache
+from billing_service.service_layer.queries import get_balance
 from billing_service.service_layer.unit_of_work import Tx
 
 DEFAULT_CREDIT_USD = Decimal("0.001")
@@ -100,16 +101,13 @@ def estimate_cost(ctx: AppContext, usage: Usage, account_id: str) -> EstimateRes
 
     now = ctx.clock.now()
 
+    # The balance as of now (due expiries applied), read before pricing: "covered" is advice
+    # for the caller, and the hold that follows checks the balance again under its lock.
+    available = get_balance(ctx, account_id).available if account_id else None
+
     def read(tx: Tx) -> EstimateResult:
         book = book_in_force(ctx.books, tx, now)
-        overrides: list[PriceOverride] = []
-        available = None
-        if account_id:
-            sums = tx.accounts.get_sums(account_id)
-            if sums is None:
-                raise NotFound("ACCOUNT", "account_id", account_id)
-            available = sums[0] - sums[1]
-            overrides = tx.price_books.overrides_for(account_id)
+        overrides = tx.price_books.overrides_for(account_id) if account_id else []
         return EstimateResult(estimate(book, usage, overrides, now), available)
 
     return ctx.db.read(read)
@@ -350,8 +348,7 @@ def set_account_price_override(
         if model == "*":
             raise InvalidField("override.model", "a fixed price needs one model, not '*'")
         fixed = check_model_price(
-            ModelPrice(**{**fixed.__dict__, "provider": provider, "model": model}),
-            "override.fixed_price",
+            replace(fixed, provider=provider, model=model), "override.fixed_price"
         )
     if effective_at and expires_at and expires_at <= effective_at:
         raise InvalidField("override.expire_time", "must be later than effective_time")
