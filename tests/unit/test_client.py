@@ -16,7 +16,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -30,6 +30,7 @@ from creditline import (
     InsufficientCredits,
     InvalidArgument,
     NotFound,
+    OverrunRejected,
     PermissionDenied,
     ReservationExpired,
     ReservationNotActive,
@@ -47,7 +48,8 @@ from creditline.v1 import (
     ledger_pb2,
     reservation_pb2,
 )
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -78,6 +80,9 @@ class PlainStatus(grpc.Status):
 
 class FakeCreditService(credit_service_pb2_grpc.CreditServiceServicer):
     """Records every request; fails with queued statuses, then answers as scripted."""
+
+    empty_responses: ClassVar[dict[str, type[Message]]] = {}
+    """The response type of each routed RPC, sent empty when the test set no answer."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -112,10 +117,7 @@ class FakeCreditService(credit_service_pb2_grpc.CreditServiceServicer):
         answer = self._answers.get(method)
         if answer is not None:
             return answer(request)
-        response_type: type[Message] = getattr(
-            credit_service_pb2, _SERVICE.methods_by_name[method].output_type.name
-        )
-        return response_type()
+        return self.empty_responses[method]()
 
 
 def _handler(method: str) -> Callable[[FakeCreditService, Message, grpc.ServicerContext], Message]:
@@ -125,9 +127,20 @@ def _handler(method: str) -> Callable[[FakeCreditService, Message, grpc.Servicer
     return handle
 
 
-# Every RPC of the service goes through FakeCreditService.handle, so a new RPC needs no new fake.
-for _method in _SERVICE.methods:
-    setattr(FakeCreditService, _method.name, _handler(_method.name))
+def route_every_rpc(fake_type: type[FakeCreditService], service: ServiceDescriptor) -> None:
+    """Send every RPC of service through fake_type.handle, so a new RPC needs no new fake."""
+    fake_type.empty_responses = {
+        **fake_type.empty_responses,
+        **{
+            method.name: message_factory.GetMessageClass(method.output_type)
+            for method in service.methods
+        },
+    }
+    for method in service.methods:
+        setattr(fake_type, method.name, _handler(method.name))
+
+
+route_every_rpc(FakeCreditService, _SERVICE)
 
 
 def status(
@@ -644,10 +657,14 @@ def test_nonsense_settings_are_refused(arguments: dict[str, Any]) -> None:
         (grpc.StatusCode.NOT_FOUND, "GRANT_NOT_FOUND", {"grant_id": "grt_1"}, NotFound),
         (grpc.StatusCode.NOT_FOUND, "RESERVATION_NOT_FOUND", {"reservation_id": "r"}, NotFound),
         (grpc.StatusCode.NOT_FOUND, "LEDGER_ENTRY_NOT_FOUND", {"ledger_entry_id": "t"}, NotFound),
+        (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", {"model": "gpt-9"}, NotFound),
+        (grpc.StatusCode.NOT_FOUND, "TIER_NOT_FOUND", {"tier": "TIER_9"}, NotFound),
+        (grpc.StatusCode.NOT_FOUND, "PRICE_BOOK_NOT_FOUND", {"version": "99"}, NotFound),
         (grpc.StatusCode.ALREADY_EXISTS, "ACCOUNT_EXISTS", {"account_id": "acct"}, AlreadyExists),
         (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_CREDITS", {}, InsufficientCredits),
         (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED", {}, ReservationExpired),
         (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_NOT_ACTIVE", {}, ReservationNotActive),
+        (grpc.StatusCode.FAILED_PRECONDITION, "OVERRUN_REJECTED", {"held": "1"}, OverrunRejected),
         (grpc.StatusCode.FAILED_PRECONDITION, "GRANT_NOT_ACTIVE", {}, FailedPrecondition),
         (grpc.StatusCode.FAILED_PRECONDITION, "NOT_A_SPEND", {}, FailedPrecondition),
         (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_SPEND", {}, FailedPrecondition),

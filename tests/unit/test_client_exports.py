@@ -21,7 +21,9 @@ EXPORTED = {
     "InsufficientCredits",
     "InvalidArgument",
     "NotFound",
+    "OverrunRejected",
     "PermissionDenied",
+    "PricedRun",
     "ReservationExpired",
     "ReservationNotActive",
     "ServerError",
@@ -45,7 +47,7 @@ def test_every_exported_error_is_a_creditline_error() -> None:
     errors = [
         getattr(creditline, name)
         for name in creditline.__all__
-        if name not in {"CreditlineClient", "Hold", "__version__"}
+        if name not in {"CreditlineClient", "Hold", "PricedRun", "__version__"}
     ]
 
     assert all(issubclass(error, creditline.CreditlineError) for error in errors)

@@ -1,7 +1,8 @@
-"""Creditline's typed Python client: CreditlineClient, Hold and the typed errors.
+"""Creditline's typed Python client: CreditlineClient, Hold, PricedRun and the typed errors.
 
-The generated protobuf and gRPC modules live in creditline.v1; the request and response
-messages the client returns come from there.
+Usage for estimates and estimate-sized holds is built with creditline.usage (line, usage). The
+generated protobuf and gRPC modules live in creditline.v1; the request and response messages
+the client returns come from there.
 """
 
 from importlib.metadata import version
@@ -16,6 +17,7 @@ from creditline.errors import (
     InsufficientCredits,
     InvalidArgument,
     NotFound,
+    OverrunRejected,
     PermissionDenied,
     ReservationExpired,
     ReservationNotActive,
@@ -23,7 +25,7 @@ from creditline.errors import (
     Unauthenticated,
     Unavailable,
 )
-from creditline.hold import Hold
+from creditline.hold import Hold, PricedRun
 
 __version__ = version("creditline")
 
@@ -38,7 +40,9 @@ __all__ = [
     "InsufficientCredits",
     "InvalidArgument",
     "NotFound",
+    "OverrunRejected",
     "PermissionDenied",
+    "PricedRun",
     "ReservationExpired",
     "ReservationNotActive",
     "ServerError",

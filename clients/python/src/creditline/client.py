@@ -1,17 +1,21 @@
-"""The typed synchronous client for CreditService: one method per RPC, retries, and holds.
+"""The typed synchronous client for CreditService and BillingService: one method per RPC.
 
 CreditlineClient owns the channel, the bearer token, the per-attempt deadline and the retry
 policy; each of its methods builds one request from keyword arguments, calls the RPC and returns
 the response message. Three rules hold for every method:
 
-- Money never passes through float: amounts are Decimal, str or int, sent as the canonical
-  decimal string the server expects ("12.5", never "12.50" or "1.25E+1").
+- Money never passes through float: amounts (and prices, markups, discounts) are Decimal, str
+  or int, sent as the canonical decimal string the server expects ("12.5", never "12.50").
 - A mutating method sends one idempotency key on every attempt of one call, generated when the
   caller gives none, so retrying UNAVAILABLE or DEADLINE_EXCEEDED can never apply it twice.
 - Every failure is raised as a creditline.errors exception, never as a bare grpc.RpcError.
 
+Both services share the channel, the token, the deadline and the retry policy. Usage (for
+estimates, estimate-sized holds and usage-priced commits) is any creditline.usage.UsageLike.
+
 Hold wraps ReserveCredits, CommitReservation and ReleaseReservation in a context manager, so a
-hold is released whenever the work it paid for does not commit it.
+hold is released whenever the work it paid for does not commit it; PricedRun does the same for
+one model run held at its estimate and committed with its actual usage.
 """
 
 from __future__ import annotations
@@ -30,13 +34,17 @@ from google.protobuf.message import Message
 
 from creditline._retry import RetryPolicy, call_with_retry
 from creditline.errors import from_grpc_error
-from creditline.hold import Hold
+from creditline.hold import Hold, PricedRun
+from creditline.usage import UsageLike, as_usage, with_tier
 from creditline.v1 import (
     account_pb2,
+    billing_service_pb2,
+    billing_service_pb2_grpc,
     credit_service_pb2,
     credit_service_pb2_grpc,
     grant_pb2,
     ledger_pb2,
+    pricing_pb2,
     reservation_pb2,
 )
 
@@ -59,7 +67,7 @@ UNSET: Final = _Unset.UNSET
 
 
 class CreditlineClient:
-    """A synchronous client for Creditline's CreditService.
+    """A synchronous client for Creditline's CreditService and BillingService.
 
     Use it as a context manager, or call close() when done. Every call sends
     ("authorization", "Bearer <token>") when a token is given, gives each attempt `timeout`
@@ -99,6 +107,7 @@ class CreditlineClient:
             )
         self._channel = channel
         self._stub = credit_service_pb2_grpc.CreditServiceStub(channel)
+        self._billing = billing_service_pb2_grpc.BillingServiceStub(channel)
 
     def close(self) -> None:
         """Close the channel if the client opened it; calls made afterwards fail."""
@@ -346,8 +355,10 @@ class CreditlineClient:
     def reserve_credits(
         self,
         account_id: str,
-        amount: Amount,
+        amount: Amount | None = None,
         *,
+        estimate: UsageLike | None = None,
+        overrun_policy: pricing_pb2.OverrunPolicy.ValueType | None = None,
         ttl: timedelta | None = None,
         feature: str = "",
         request_id: str = "",
@@ -355,10 +366,19 @@ class CreditlineClient:
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> credit_service_pb2.ReserveCreditsResponse:
-        """Hold credits for ttl, or the server's default (ReserveCredits); see also hold()."""
+        """Hold credits for ttl, or the server's default (ReserveCredits); see also hold().
+
+        Give exactly one of amount and estimate, else ValueError before anything is sent. For
+        an estimate the server holds its maximum and pins the price book version for the
+        commit. overrun_policy decides what a commit above the hold does (the server's
+        ALLOW_FROM_BALANCE when None).
+        """
+        _exactly_one(amount, estimate, "amount", "estimate")
         request = credit_service_pb2.ReserveCreditsRequest(
             account_id=account_id,
-            amount=_amount(amount),
+            amount=_optional_amount(amount, "amount"),
+            estimate=None if estimate is None else as_usage(estimate, "estimate"),
+            overrun_policy=_overrun_policy(overrun_policy),
             ttl=_duration(ttl),
             feature=feature,
             request_id=request_id,
@@ -370,15 +390,24 @@ class CreditlineClient:
     def commit_reservation(
         self,
         reservation_id: str,
-        amount: Amount,
+        amount: Amount | None = None,
         *,
+        actual_usage: UsageLike | None = None,
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> credit_service_pb2.CommitReservationResponse:
-        """Settle a hold at the actual amount, releasing the rest (CommitReservation)."""
+        """Settle a hold at the actual amount or usage, releasing the rest (CommitReservation).
+
+        Give exactly one of amount and actual_usage, else ValueError before anything is sent.
+        Usage is priced at the hold's pinned price book version; the answer then carries its
+        actual_cost and, for an estimate-sized hold, the comparisons per token class. Above the
+        hold, its overrun policy decides; REJECT raises OverrunRejected.
+        """
+        _exactly_one(amount, actual_usage, "amount", "actual_usage")
         request = credit_service_pb2.CommitReservationRequest(
             reservation_id=reservation_id,
-            amount=_amount(amount),
+            amount=_optional_amount(amount, "amount"),
+            actual_usage=None if actual_usage is None else as_usage(actual_usage, "actual_usage"),
             idempotency_key=_key(idempotency_key),
         )
         return self._invoke(self._stub.CommitReservation, request, timeout)
@@ -444,8 +473,10 @@ class CreditlineClient:
     def hold(
         self,
         account_id: str,
-        amount: Amount,
+        amount: Amount | None = None,
         *,
+        estimate: UsageLike | None = None,
+        overrun_policy: pricing_pb2.OverrunPolicy.ValueType | None = None,
         ttl: timedelta | None = None,
         feature: str = "",
         request_id: str = "",
@@ -455,14 +486,18 @@ class CreditlineClient:
     ) -> Hold:
         """A hold to use in a with block: reserved on entry, released unless committed.
 
-        The amount is checked here, so a float fails before anything is sent. The commit and
-        release keys are derived from the reserve key (key + ":commit", key + ":release"), so
-        the whole hold can be replayed safely under one caller-chosen key.
+        Give exactly one of amount and estimate (held at its maximum). Both are checked here,
+        so a float or a missing amount fails before anything is sent. The commit and release
+        keys are derived from the reserve key (key + ":commit", key + ":release"), so the whole
+        hold can be replayed safely under one caller-chosen key.
         """
+        _exactly_one(amount, estimate, "amount", "estimate")
         return Hold(
             self,
             account_id,
-            _amount(amount),
+            None if amount is None else _amount(amount),
+            estimate=None if estimate is None else as_usage(estimate, "estimate"),
+            overrun_policy=overrun_policy,
             ttl=ttl,
             feature=feature,
             request_id=request_id,
@@ -470,6 +505,46 @@ class CreditlineClient:
             idempotency_key=_key(idempotency_key),
             timeout=timeout,
         )
+
+    def priced_run(
+        self,
+        account_id: str,
+        estimate: UsageLike,
+        *,
+        tier: str = "",
+        tier_quantity: int = 0,
+        overrun_policy: pricing_pb2.OverrunPolicy.ValueType | None = None,
+        ttl: timedelta | None = None,
+        feature: str = "",
+        request_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> PricedRun:
+        """A model run in a with block: held at the estimate's maximum, committed with usage.
+
+        tier and tier_quantity add a tier's base fee to the estimate, and again to the actual
+        usage at commit unless that names its own tier; usage that names a tier already and a
+        tier argument as well is a ValueError, as is tier_quantity without a tier. Keys derive
+        from the reserve key as for hold(). See PricedRun for the flow.
+        """
+        planned = as_usage(estimate, "estimate")
+        if tier:
+            planned = with_tier(planned, tier, tier_quantity)
+        elif tier_quantity:
+            raise ValueError("tier_quantity needs a tier")
+        hold = self.hold(
+            account_id,
+            estimate=planned,
+            overrun_policy=overrun_policy,
+            ttl=ttl,
+            feature=feature,
+            request_id=request_id,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+        return PricedRun(hold, tier=planned.tier, tier_quantity=planned.tier_quantity)
 
     # Balance and ledger.
 
@@ -554,6 +629,193 @@ class CreditlineClient:
         )
         return self._invoke(self._stub.RefundSpend, request, timeout)
 
+    # Pricing (BillingService).
+
+    def estimate_cost(
+        self, usage: UsageLike, *, account_id: str = "", timeout: float | None = None
+    ) -> billing_service_pb2.EstimateCostResponse:
+        """Price usage before a run, itemized, with its minimum and maximum (EstimateCost).
+
+        With account_id the account's overrides apply, and the answer says whether its
+        available credits cover the maximum.
+        """
+        request = billing_service_pb2.EstimateCostRequest(
+            usage=as_usage(usage), account_id=account_id
+        )
+        return self._invoke(self._billing.EstimateCost, request, timeout)
+
+    def list_price_books(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> billing_service_pb2.ListPriceBooksResponse:
+        """List one page of price book versions, newest first (ListPriceBooks)."""
+        request = billing_service_pb2.ListPriceBooksRequest(
+            page_size=page_size, page_token=page_token
+        )
+        return self._invoke(self._billing.ListPriceBooks, request, timeout)
+
+    def iter_price_books(
+        self, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[pricing_pb2.PriceBook]:
+        """Yield every price book version, newest first, fetching pages as they are needed."""
+
+        def fetch(token: str) -> tuple[Iterable[pricing_pb2.PriceBook], str]:
+            page = self.list_price_books(page_size=page_size, page_token=token, timeout=timeout)
+            return page.price_books, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def list_model_prices(
+        self,
+        *,
+        version: int = 0,
+        provider: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> billing_service_pb2.ListModelPricesResponse:
+        """List one page of a version's model prices, the one in force when 0 (ListModelPrices)."""
+        request = billing_service_pb2.ListModelPricesRequest(
+            version=version, provider=provider, page_size=page_size, page_token=page_token
+        )
+        return self._invoke(self._billing.ListModelPrices, request, timeout)
+
+    def iter_model_prices(
+        self,
+        *,
+        version: int = 0,
+        provider: str = "",
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[pricing_pb2.ModelPrice]:
+        """Yield every model price of a version, fetching pages as they are needed.
+
+        With version 0 every page asks for the version in force, so a version taking effect
+        in between changes the remaining pages; pass the version to read one book throughout.
+        """
+
+        def fetch(token: str) -> tuple[Iterable[pricing_pb2.ModelPrice], str]:
+            page = self.list_model_prices(
+                version=version,
+                provider=provider,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            return page.prices, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def get_model_price(
+        self, provider: str, model: str, *, version: int = 0, timeout: float | None = None
+    ) -> billing_service_pb2.GetModelPriceResponse:
+        """Get one model's price in a version, the one in force when 0 (GetModelPrice)."""
+        request = billing_service_pb2.GetModelPriceRequest(
+            provider=provider, model=model, version=version
+        )
+        return self._invoke(self._billing.GetModelPrice, request, timeout)
+
+    def upsert_model_prices(
+        self,
+        prices: Iterable[pricing_pb2.ModelPrice],
+        *,
+        effective_time: datetime | None = None,
+        credit_usd: Amount | None = None,
+        markup: Amount | None = None,
+        note: str = "",
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_service_pb2.UpsertModelPricesResponse:
+        """Add or replace model prices as a new price book version (UpsertModelPrices).
+
+        The new version applies from effective_time (timezone-aware; now when None); credit_usd
+        and markup change the version's credit value and markup, and are kept when None.
+        """
+        request = billing_service_pb2.UpsertModelPricesRequest(
+            prices=prices,
+            effective_time=_timestamp(effective_time, "effective_time"),
+            credit_usd=_optional_amount(credit_usd, "credit_usd"),
+            markup=_optional_amount(markup, "markup"),
+            note=note,
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._billing.UpsertModelPrices, request, timeout)
+
+    def list_tiers(
+        self, *, version: int = 0, timeout: float | None = None
+    ) -> billing_service_pb2.ListTiersResponse:
+        """List a version's tiers, the one in force when 0 (ListTiers)."""
+        request = billing_service_pb2.ListTiersRequest(version=version)
+        return self._invoke(self._billing.ListTiers, request, timeout)
+
+    def upsert_tier(
+        self,
+        name: str,
+        base_fee: Amount,
+        *,
+        fee_unit: str = "",
+        description: str = "",
+        effective_time: datetime | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_service_pb2.UpsertTierResponse:
+        """Add or replace one tier, base_fee credits per fee_unit, as a new version (UpsertTier).
+
+        The new version applies from effective_time (timezone-aware; now when None).
+        """
+        request = billing_service_pb2.UpsertTierRequest(
+            tier=pricing_pb2.Tier(
+                name=name,
+                base_fee=_amount(base_fee, "base_fee"),
+                fee_unit=fee_unit,
+                description=description,
+            ),
+            effective_time=_timestamp(effective_time, "effective_time"),
+            idempotency_key=_key(idempotency_key),
+        )
+        return self._invoke(self._billing.UpsertTier, request, timeout)
+
+    def set_account_price_override(
+        self,
+        account_id: str,
+        provider: str,
+        model: str,
+        *,
+        fixed_price: pricing_pb2.ModelPrice | None = None,
+        discount_percent: Amount | None = None,
+        effective_time: datetime | None = None,
+        expire_time: datetime | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_service_pb2.SetAccountPriceOverrideResponse:
+        """Give one account a fixed price or a discount on a model (SetAccountPriceOverride).
+
+        Give exactly one of fixed_price (its provider and model are ignored) and
+        discount_percent (0 to 100; model "*" discounts every model of the provider), else
+        ValueError before anything is sent. The times must be timezone-aware; the override
+        applies from effective_time (now when None) until expire_time (never when None).
+        """
+        _exactly_one(fixed_price, discount_percent, "fixed_price", "discount_percent")
+        override = pricing_pb2.AccountPriceOverride(
+            account_id=account_id,
+            provider=provider,
+            model=model,
+            fixed_price=fixed_price,
+            discount_percent=_optional_amount(discount_percent, "discount_percent"),
+            effective_time=_timestamp(effective_time, "effective_time"),
+            expire_time=_timestamp(expire_time, "expire_time"),
+        )
+        request = billing_service_pb2.SetAccountPriceOverrideRequest(
+            override=override, idempotency_key=_key(idempotency_key)
+        )
+        return self._invoke(self._billing.SetAccountPriceOverride, request, timeout)
+
+    def list_account_price_overrides(
+        self, account_id: str, *, timeout: float | None = None
+    ) -> billing_service_pb2.ListAccountPriceOverridesResponse:
+        """List an account's price overrides, newest first (ListAccountPriceOverrides)."""
+        request = billing_service_pb2.ListAccountPriceOverridesRequest(account_id=account_id)
+        return self._invoke(self._billing.ListAccountPriceOverrides, request, timeout)
+
     def _invoke(
         self,
         method: grpc.UnaryUnaryMultiCallable[_Request, _Response],
@@ -603,6 +865,19 @@ def _amount(value: Amount, name: str = "amount") -> str:
 def _optional_amount(value: Amount | None, name: str) -> str:
     """The canonical string of an amount, or "" (the field's unset value) for None."""
     return "" if value is None else _amount(value, name)
+
+
+def _exactly_one(first: object, second: object, first_name: str, second_name: str) -> None:
+    """Refuse a call that gives both of two alternatives, or neither, before it is sent."""
+    if (first is None) == (second is None):
+        raise ValueError(f"give exactly one of {first_name} and {second_name}")
+
+
+def _overrun_policy(
+    policy: pricing_pb2.OverrunPolicy.ValueType | None,
+) -> pricing_pb2.OverrunPolicy.ValueType:
+    """The policy to send; None leaves it unspecified, which the server reads as its default."""
+    return pricing_pb2.OVERRUN_POLICY_UNSPECIFIED if policy is None else policy
 
 
 def _key(idempotency_key: str | None) -> str:

@@ -9,13 +9,15 @@ code. An error without details still maps by its code. Hierarchy:
     CreditlineError              .code .reason .metadata .message .field .details
     ├── InvalidArgument          INVALID_ARGUMENT: INVALID_FIELD, PARENT_CYCLE
     │   └── IdempotencyKeyReused     IDEMPOTENCY_KEY_REUSED
-    ├── NotFound                 NOT_FOUND: ACCOUNT_, GRANT_, RESERVATION_, LEDGER_ENTRY_NOT_FOUND
+    ├── NotFound                 NOT_FOUND: ACCOUNT_, GRANT_, RESERVATION_, LEDGER_ENTRY_,
+    │                            MODEL_, TIER_, PRICE_BOOK_NOT_FOUND
     ├── AlreadyExists            ALREADY_EXISTS: ACCOUNT_EXISTS
     ├── FailedPrecondition       FAILED_PRECONDITION: GRANT_NOT_ACTIVE, NOT_A_SPEND,
     │   │                        REFUND_EXCEEDS_SPEND, BALANCE_LIMIT_EXCEEDED
     │   ├── InsufficientCredits      INSUFFICIENT_CREDITS: .balance .held .available .required
     │   ├── ReservationExpired       RESERVATION_EXPIRED
-    │   └── ReservationNotActive     RESERVATION_NOT_ACTIVE
+    │   ├── ReservationNotActive     RESERVATION_NOT_ACTIVE
+    │   └── OverrunRejected          OVERRUN_REJECTED: .held .actual
     ├── Unauthenticated          UNAUTHENTICATED
     ├── PermissionDenied         PERMISSION_DENIED
     ├── Unavailable              UNAVAILABLE: DATABASE_UNAVAILABLE (the client retries it)
@@ -100,7 +102,12 @@ class IdempotencyKeyReused(InvalidArgument):
 
 
 class NotFound(CreditlineError):
-    """The named account, grant, reservation or ledger entry does not exist."""
+    """The named resource does not exist; `reason` says which kind.
+
+    ACCOUNT_, GRANT_, RESERVATION_ and LEDGER_ENTRY_NOT_FOUND from CreditService; MODEL_,
+    TIER_ and PRICE_BOOK_NOT_FOUND when usage names a model or tier the price book lacks, or a
+    call names a price book version that does not exist.
+    """
 
     code = grpc.StatusCode.NOT_FOUND
 
@@ -158,6 +165,24 @@ class ReservationNotActive(FailedPrecondition):
     """The hold was already committed, released or expired."""
 
 
+class OverrunRejected(FailedPrecondition):
+    """The actual cost is above the hold, and the hold's overrun policy is REJECT.
+
+    The hold stays active: commit a smaller amount, or release it. The amounts come from the
+    ErrorInfo metadata as exact Decimals; each is None when the server did not send it.
+    """
+
+    @property
+    def held(self) -> Decimal | None:
+        """The credits the hold reserved."""
+        return _metadata_decimal(self.metadata, "held")
+
+    @property
+    def actual(self) -> Decimal | None:
+        """The credits the commit would have charged."""
+        return _metadata_decimal(self.metadata, "actual")
+
+
 class Unauthenticated(CreditlineError):
     """The bearer token is missing or unknown."""
 
@@ -202,6 +227,7 @@ _REASON_CLASSES: Final[dict[str, type[CreditlineError]]] = {
     "INSUFFICIENT_CREDITS": InsufficientCredits,
     "RESERVATION_EXPIRED": ReservationExpired,
     "RESERVATION_NOT_ACTIVE": ReservationNotActive,
+    "OVERRUN_REJECTED": OverrunRejected,
 }
 
 

@@ -1,4 +1,8 @@
-"""Hold: a reserve -> run -> commit context manager that releases whenever it is not committed."""
+"""Hold and PricedRun: reserve -> run -> commit context managers that release when not committed.
+
+Hold holds an amount, or the maximum of an estimate; PricedRun is the estimate-sized hold of one
+model run, committed with the usage the run actually consumed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, Self
 
 from creditline.errors import ReservationExpired, ReservationNotActive
-from creditline.v1 import credit_service_pb2, reservation_pb2
+from creditline.usage import UsageLike, as_usage, with_tier
+from creditline.v1 import credit_service_pb2, pricing_pb2, reservation_pb2
 
 if TYPE_CHECKING:
     from creditline.client import Amount, CreditlineClient
@@ -26,8 +31,10 @@ class Hold:
             cost = do_the_work(h.reservation)
             h.commit(cost)
 
-    Entering reserves the credits. commit() settles the hold once, at the actual amount. When
-    the block ends without a commit, normally or by an exception, the hold is released. An
+    Entering reserves the credits: the amount, or the maximum of the estimate, whose price book
+    version (and the account's overrides) the server then pins for the commit. commit() settles
+    the hold once, at the actual amount or at the price of the actual usage. When the block
+    ends without a commit, normally or by an exception, the hold is released. An
     exception from the block always propagates: should the release fail as well, that failure
     is logged and attached to the exception as a note rather than replacing it.
     """
@@ -36,8 +43,10 @@ class Hold:
         self,
         client: CreditlineClient,
         account_id: str,
-        amount: str,
+        amount: str | None,
         *,
+        estimate: pricing_pb2.Usage | None,
+        overrun_policy: pricing_pb2.OverrunPolicy.ValueType | None,
         ttl: timedelta | None,
         feature: str,
         request_id: str,
@@ -49,6 +58,8 @@ class Hold:
         self._client = client
         self._account_id = account_id
         self._amount = amount
+        self._estimate = estimate
+        self._overrun_policy = overrun_policy
         self._ttl = ttl
         self._feature = feature
         self._request_id = request_id
@@ -77,6 +88,8 @@ class Hold:
         response = self._client.reserve_credits(
             self._account_id,
             self._amount,
+            estimate=self._estimate,
+            overrun_policy=self._overrun_policy,
             ttl=self._ttl,
             feature=self._feature,
             request_id=self._request_id,
@@ -88,12 +101,18 @@ class Hold:
         self._state = "active"
         return self
 
-    def commit(self, amount: Amount) -> credit_service_pb2.CommitReservationResponse:
-        """Settle the hold at the actual amount (CommitReservation), at most once.
+    def commit(
+        self, amount: Amount | None = None, *, usage: UsageLike | None = None
+    ) -> credit_service_pb2.CommitReservationResponse:
+        """Settle the hold at the actual amount or usage (CommitReservation), at most once.
 
-        A second commit, or one after the hold was released, is a RuntimeError. When the server
-        says the hold has expired or is no longer active, that error is raised and the hold is
-        not released on exit, as there is nothing left to release.
+        Give exactly one of amount and usage, else ValueError before anything is sent. Usage is
+        priced at the hold's pinned price book version; the answer has its cost and, for an
+        estimate-sized hold, the comparison per token class. A second commit, or one after the
+        hold was released, is a RuntimeError. When the server says the hold has expired or is no
+        longer active, that error is raised and the hold is not released on exit, as there is
+        nothing left to release. After OverrunRejected the hold is still active: commit again,
+        or let the block release it.
         """
         if self._state != "active":
             raise RuntimeError(f"cannot commit hold {self._describe()}: {_WHY_NOT[self._state]}")
@@ -101,6 +120,7 @@ class Hold:
             response = self._client.commit_reservation(
                 self.reservation.reservation_id,
                 amount,
+                actual_usage=usage,
                 idempotency_key=f"{self._key}:commit",
                 timeout=self._timeout,
             )
@@ -144,6 +164,79 @@ class Hold:
         if self._reservation is not None:
             return self._reservation.reservation_id
         return f"with key {self._key!r}"
+
+
+class PricedRun:
+    """One model run paid from an estimate-sized hold: reserve the estimate, commit the usage.
+
+    Made by CreditlineClient.priced_run() and used as a context manager:
+
+        from creditline.usage import line
+
+        planned = line("openai", "gpt-4o", input_tokens=1200, max_output_tokens=800)
+        with client.priced_run("acct", planned, tier="TIER_1A") as run:
+            print(run.estimate.maximum_credits, run.reservation.amount)
+            reply = call_the_model()
+            run.commit(line("openai", "gpt-4o", input_tokens=1200, output_tokens=512))
+        print(run.commit_response.actual_cost.total_credits, run.commit_response.comparisons)
+
+    Entering holds the estimate's maximum, priced by the server, which pins the price book
+    version and the account's overrides for the commit. commit() settles the hold at the price
+    of the actual usage, charging the run's tier again unless the actual usage names its own.
+    Everything else is Hold's: at most one commit, and a release when the block ends without
+    one, normally or by an exception, which always propagates.
+    """
+
+    def __init__(self, hold: Hold, *, tier: str, tier_quantity: int) -> None:
+        """Wrap an estimate-sized hold; tier and tier_quantity are folded into the commit."""
+        self._hold = hold
+        self._tier = tier
+        self._tier_quantity = tier_quantity
+        self._commit_response: credit_service_pb2.CommitReservationResponse | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key of the ReserveCredits call; the commit and release keys derive from it."""
+        return self._hold.idempotency_key
+
+    @property
+    def reservation(self) -> reservation_pb2.Reservation:
+        """The hold as the server last described it: on reserve, then on commit or release."""
+        return self._hold.reservation
+
+    @property
+    def estimate(self) -> pricing_pb2.CostEstimate:
+        """The server's itemized estimate the hold was sized from (its maximum_credits)."""
+        return self.reservation.estimate
+
+    @property
+    def commit_response(self) -> credit_service_pb2.CommitReservationResponse:
+        """The commit's answer: actual_cost, comparisons and what was charged."""
+        if self._commit_response is None:
+            raise RuntimeError("the run is not committed: call run.commit(actual_usage) first")
+        return self._commit_response
+
+    def __enter__(self) -> Self:
+        """Hold the estimate's maximum (ReserveCredits) and return the run."""
+        self._hold.__enter__()
+        return self
+
+    def commit(self, actual_usage: UsageLike) -> credit_service_pb2.CommitReservationResponse:
+        """Settle the hold at the price of the usage the run consumed (CommitReservation)."""
+        actual = as_usage(actual_usage, "actual_usage")
+        if self._tier and not actual.tier:
+            actual = with_tier(actual, self._tier, self._tier_quantity)
+        self._commit_response = self._hold.commit(usage=actual)
+        return self._commit_response
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Release the hold unless it was committed; never swallow the block's exception."""
+        self._hold.__exit__(exc_type, exc, traceback)
 
 
 _WHY_NOT: Final = {
