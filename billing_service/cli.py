@@ -137,11 +137,17 @@ def _pricebook(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.pricebook_command == "load":
             raw = args.file.read_bytes()
-            book = price_book_file.read(args.file, effective_at=args.effective or ctx.clock.now())
+            book = price_book_file.read(args.file)
             book = replace(book, note=args.note or book.note or f"loaded from {args.file.name}")
-            digest = hashlib.sha256(raw + str(book.effective_at).encode() + book.note.encode())
+            # The key is what the operator gave (file, --effective, --note), not the time of the
+            # run, so loading the same file again is recognised and creates nothing.
+            given = f"{args.effective.isoformat() if args.effective else 'now'}|{args.note}"
+            digest = hashlib.sha256(raw + b"|" + given.encode())
             outcome = load_price_book(
-                ctx, book=book, idempotency_key=f"pricebook-load:{digest.hexdigest()}"
+                ctx,
+                book=book,
+                effective_at=args.effective,
+                idempotency_key=f"pricebook-load:{digest.hexdigest()}",
             )
             info = outcome.result.price_book
             verb = "was already loaded as" if outcome.replayed else "loaded as"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-TABLES = "accounts, buckets, ledger_entries, reservations, idempotency_records"
+TABLES = (
+    "accounts, buckets, ledger_entries, reservations, idempotency_records, "
+    "price_overrides, tiers, model_prices, price_books"
+)
 
 
 def ledger_sum(engine: Engine, account_id: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from billing_service.domain.model import Movement
 
@@ -30,6 +31,11 @@ def opt_to_micros(moment: datetime | None) -> int | None:
 def opt_from_micros(value: int | None) -> datetime | None:
     """from_micros, passing None through."""
     return None if value is None else from_micros(value)
+
+
+def decimal_text(value: Decimal) -> str:
+    """An exact decimal as plain positional text: never an exponent such as 5E-7."""
+    return format(value, "f")
 
 
 def dump_map(values: Mapping[str, str]) -> str:

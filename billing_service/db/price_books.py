@@ -10,9 +10,18 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 
 from billing_service.db import dataclass_json
-from billing_service.db.codec import from_micros, opt_from_micros, opt_to_micros, to_micros
+from billing_service.db.codec import (
+    decimal_text,
+    from_micros,
+    opt_from_micros,
+    opt_to_micros,
+    to_micros,
+)
 from billing_service.db.tables import model_prices, price_books, price_overrides, tiers
 from billing_service.domain.pricing import ModelPrice, PriceBook, PriceOverride, Tier
+
+# An arbitrary, fixed key for the advisory lock that orders new price book versions.
+_VERSION_LOCK = 0x6372_6564_6974_6C31  # "creditl1"
 
 _PRICE_COLUMNS = (
     "input_per_mtok",
@@ -44,6 +53,15 @@ class PriceBookRepository:
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
+
+    def lock_versions(self) -> None:
+        """Hold the right to add the next version until the transaction ends.
+
+        Every new version is "newest + 1", so writers must take turns: on PostgreSQL a
+        transaction-scoped advisory lock; SQLite's single writer lock already serializes them.
+        """
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(select(func.pg_advisory_xact_lock(_VERSION_LOCK)))
 
     def in_force(self, at: datetime) -> int | None:
         """The newest version whose effective time has come, if any."""
@@ -100,8 +118,8 @@ class PriceBookRepository:
             insert(price_books).values(
                 version=book.version,
                 effective_at=to_micros(book.effective_at),
-                credit_usd=str(book.credit_usd),
-                markup=str(book.markup),
+                credit_usd=decimal_text(book.credit_usd),
+                markup=decimal_text(book.markup),
                 note=book.note,
                 created_at=to_micros(book.created_at),
             )
@@ -163,7 +181,9 @@ class PriceBookRepository:
                 model=override.model,
                 fixed_price=dataclass_json.dumps(override.fixed) if override.fixed else None,
                 discount_percent=(
-                    None if override.discount_percent is None else str(override.discount_percent)
+                    None
+                    if override.discount_percent is None
+                    else decimal_text(override.discount_percent)
                 ),
                 effective_at=to_micros(override.effective_at),
                 expires_at=opt_to_micros(override.expires_at),
@@ -192,7 +212,7 @@ def _model_row(version: int, m: ModelPrice) -> dict[str, Any]:
     }
     for column in _PRICE_COLUMNS:
         value = getattr(m, column)
-        row[column] = None if value is None else str(value)
+        row[column] = None if value is None else decimal_text(value)
     return row
 
 

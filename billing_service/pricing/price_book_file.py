@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from billing_service.db.codec import decimal_text
 from billing_service.domain.amounts import format_amount, parse_amount
 from billing_service.domain.errors import InvalidField
 from billing_service.domain.price_rules import (
@@ -72,8 +73,8 @@ def parse(text: str, *, name: str, yaml_syntax: bool, at: datetime | None = None
 def to_document(book: PriceBook) -> dict[str, Any]:
     """A version as the file structure (what `export` writes and `load` reads back)."""
     return {
-        "credit_usd": str(book.credit_usd),
-        "markup": str(book.markup),
+        "credit_usd": decimal_text(book.credit_usd),
+        "markup": decimal_text(book.markup),
         "note": book.note,
         "tiers": [
             {
@@ -88,7 +89,7 @@ def to_document(book: PriceBook) -> dict[str, Any]:
             {
                 "provider": m.provider,
                 "model": m.model,
-                **{k: (None if getattr(m, k) is None else str(getattr(m, k))) for k in PRICE_KEYS},
+                **{k: _price_text(getattr(m, k)) for k in PRICE_KEYS},
                 "unit": m.unit or None,
                 "source": m.source,
                 "as_of": m.as_of,
@@ -106,6 +107,10 @@ def dump(book: PriceBook, *, yaml_syntax: bool) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
+def _price_text(value: Decimal | None) -> str | None:
+    return None if value is None else decimal_text(value)
+
+
 def _load(text: str, name: str, yaml_syntax: bool) -> Any:
     if yaml_syntax:
         try:
@@ -117,23 +122,11 @@ def _load(text: str, name: str, yaml_syntax: bool) -> Any:
             where = f"line {mark.line + 1}" if mark is not None else "?"
             raise PriceBookFileError(f"{name}: {where}: not valid YAML: {error}") from error
     try:
-        return json.loads(text, parse_float=_no_float, parse_int=_no_float)
+        # Numbers parse exactly and are then refused by key path: amounts must be quoted strings.
+        return json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as error:
-        raise PriceBookFileError(
-            f"{name}: line {error.lineno}: not valid JSON: {error.msg}"
-        ) from error
-    except _NumberError as error:
-        raise PriceBookFileError(
-            f"{name}: prices and fees must be quoted decimal strings, found the number {error}"
-        ) from error
-
-
-class _NumberError(ValueError):
-    pass
-
-
-def _no_float(text: str) -> Any:
-    raise _NumberError(text)
+        where = f"line {error.lineno}"
+        raise PriceBookFileError(f"{name}: {where}: not valid JSON: {error.msg}") from error
 
 
 def _book(document: Any, at: datetime) -> PriceBook:
@@ -214,5 +207,6 @@ def _text(entry: dict[str, Any], key: str, where: str, *, required: bool = False
             raise InvalidField(where, "is required")
         return None
     if not isinstance(value, str):
-        raise InvalidField(where, f"must be a quoted string, got {type(value).__name__} {value!r}")
+        shown = format(value, "f") if isinstance(value, Decimal) else repr(value)
+        raise InvalidField(where, f"must be a quoted decimal string, got the bare value {shown}")
     return value

@@ -3,8 +3,8 @@
 Price book versions never change once written, so each process reads a version from the
 database once and keeps it (PriceBookCache); only "which version is in force now" is asked
 per call. A change is always a new version: copy the newest, apply the change, insert it with
-the next number. Two concurrent changes race on that number; the loser is retried by the unit
-of work and builds on the winner.
+the next number. Writers take turns for that number (PriceBookRepository.lock_versions), so
+concurrent changes each build on the one before.
 """
 
 from __future__ import annotations
@@ -274,14 +274,16 @@ def load_price_book(
     ctx: AppContext,
     *,
     book: PriceBook,
+    effective_at: datetime | None,
     idempotency_key: str,
 ) -> Outcome[VersionResult]:
-    """A new version that is exactly the given book (a loaded file), numbered next."""
+    """A new version that is exactly the given book (a loaded file), numbered next, in force
+    from effective_at or from now. The book's own times are ignored."""
 
     def replace_all(_base: PriceBook, version: int, now: datetime) -> PriceBook:
         return PriceBook(
             version=version,
-            effective_at=book.effective_at,
+            effective_at=effective_at or now,
             credit_usd=book.credit_usd,
             markup=book.markup,
             note=book.note,
@@ -295,7 +297,10 @@ def load_price_book(
         ctx.clock,
         operation="LoadPriceBook",
         key=idempotency_key,
-        request={"book": book},
+        request={
+            "book": replace(book, effective_at=_EPOCH, created_at=_EPOCH),
+            "effective_at": effective_at,
+        },
         result_type=VersionResult,
         work=lambda tx, now: VersionResult(_new_version(ctx, tx, now, replace_all)),
     )
@@ -411,6 +416,7 @@ def _new_version(
     now: datetime,
     change: Callable[[PriceBook, int, datetime], PriceBook],
 ) -> PriceBookInfo:
+    tx.price_books.lock_versions()
     newest = tx.price_books.newest()
     base = (
         ctx.books.get(tx, newest)
