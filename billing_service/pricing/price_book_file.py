@@ -43,6 +43,7 @@ PRICE_KEYS = (
 )
 MODEL_KEYS = frozenset({"provider", "model", *PRICE_KEYS, "unit", "source", "as_of"})
 TIER_KEYS = frozenset({"name", "base_fee", "fee_unit", "description"})
+_TOP = "(top level)"
 TOP_KEYS = frozenset({"credit_usd", "markup", "tiers", "models", "note"})
 
 
@@ -130,7 +131,7 @@ def _load(text: str, name: str, yaml_syntax: bool) -> Any:
 
 
 def _book(document: Any, at: datetime) -> PriceBook:
-    _require_map(document, "(top level)", TOP_KEYS)
+    _require_map(document, _TOP, TOP_KEYS)
     credit_usd = parse_usd(_text(document, "credit_usd", "credit_usd", required=True), "credit_usd")
     markup = parse_usd(_text(document, "markup", "markup") or "0", "markup")
     check_credit_value(credit_usd, markup)
@@ -197,7 +198,8 @@ def _require_map(value: Any, where: str, allowed: frozenset[str]) -> None:
         raise InvalidField(where, "must be a mapping of keys to values")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise InvalidField(f"{where}.{unknown[0]}", "is not a known key")
+        path = unknown[0] if where == _TOP else f"{where}.{unknown[0]}"
+        raise InvalidField(path, "is not a known key")
 
 
 def _text(entry: dict[str, Any], key: str, where: str, *, required: bool = False) -> str | None:

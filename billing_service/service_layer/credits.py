@@ -202,9 +202,8 @@ def reserve_credits(
         held = amount
         if estimate is not None:
             pricing = price_hold(ctx.books, tx, account_id, estimate, now)
+            # May be zero (a fully discounted account): the hold then only pins the pricing.
             held = pricing.estimate.total
-            if held == 0:
-                raise InvalidField("estimate", "prices to zero credits; there is nothing to hold")
         assert held is not None
         allocations = opened.book.hold(held)
         reservation = Reservation(

@@ -361,10 +361,14 @@ def set_account_price_override(
     def work(tx: Tx, now: datetime) -> OverrideResult:
         if tx.accounts.get_sums(account_id) is None:
             raise NotFound("ACCOUNT", "account_id", account_id)
-        if model != "*":
-            book = book_in_force(ctx.books, tx, now)
-            if fixed is None:
-                book.model(provider, model)
+        if expires_at is not None and expires_at <= now:
+            raise InvalidField("override.expire_time", "must be in the future")
+        book = book_in_force(ctx.books, tx, now)
+        if model == "*":
+            if not any(m.provider == provider for m in book.models):
+                raise NotFound("MODEL", "model", f"{provider}/*")
+        elif fixed is None:
+            book.model(provider, model)
         override = PriceOverride(
             id=new_id("ovr"),
             account_id=account_id,

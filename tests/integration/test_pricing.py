@@ -798,6 +798,22 @@ REFUSED_ADMIN: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
         "MODEL_NOT_FOUND",
     ),
     (
+        "override already expired",
+        "SetAccountPriceOverride",
+        override_request(
+            discount_percent="10", expire_time=timestamp_pb2.Timestamp(seconds=1_000_000)
+        ),
+        INVALID,
+        "override.expire_time",
+    ),
+    (
+        "provider-wide discount for an unknown provider",
+        "SetAccountPriceOverride",
+        override_request(provider="nobody", model="*", discount_percent="10"),
+        NOT_FOUND,
+        "MODEL_NOT_FOUND",
+    ),
+    (
         "override for unknown account",
         "SetAccountPriceOverride",
         override_request(account_id="ghost", discount_percent="10"),
@@ -1087,13 +1103,6 @@ BAD_HOLDS: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
         "estimate.lines[0].input_tokens",
     ),
     (
-        "estimate priced at zero",
-        "ReserveCredits",
-        hold_request(estimate=usage(tier="TIER_2")),
-        INVALID,
-        "estimate",
-    ),
-    (
         "unpriced class in estimate",
         "ReserveCredits",
         hold_request(estimate=usage(gpt4o(units=1))),
@@ -1339,3 +1348,30 @@ def test_estimate_available_releases_expired_holds(
     # the hold of 90 expired 1 s ago; no sweeper has run, yet the estimate sees it released
     answer = estimate_of(billing, gpt4o(input_tokens=1000), account_id=acct)
     assert (answer.available, answer.covered) == ("100", True)
+
+
+def test_an_estimate_that_prices_to_zero_holds_nothing_and_settles_free(
+    billing: BillingServiceStub, stub: CreditServiceStub, acct: str
+) -> None:
+    """A fully discounted account (or a free tier) may still run: the hold pins the pricing."""
+    billing.SetAccountPriceOverride(
+        bpb.SetAccountPriceOverrideRequest(
+            override=pricing_pb2.AccountPriceOverride(
+                account_id=acct, provider="openai", model="*", discount_percent="100"
+            ),
+            idempotency_key="free",
+        )
+    )
+    hold = stub.ReserveCredits(
+        hold_request(estimate=usage(gpt4o(input_tokens=1000, max_output_tokens=500)))
+    ).reservation
+    assert hold.amount == "0"
+    done = stub.CommitReservation(
+        commit_request(
+            reservation_id=hold.reservation_id,
+            actual_usage=usage(gpt4o(input_tokens=1000, output_tokens=400)),
+        )
+    )
+    assert (done.charged, done.actual_cost.total_credits) == ("0", "0")
+    assert not done.HasField("ledger_entry")
+    assert stub.GetBalance(cpb.GetBalanceRequest(account_id=acct)).balance.balance == "100"
