@@ -18,20 +18,10 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import model_prices, price_books, price_overrides, tiers
-from billing_service.domain.pricing import ModelPrice, PriceBook, PriceOverride, Tier
+from billing_service.domain.pricing import PRICE_FIELDS, ModelPrice, PriceBook, PriceOverride, Tier
 
 # An arbitrary, fixed key for the advisory lock that orders new price book versions.
 _VERSION_LOCK = 0x6372_6564_6974_6C31  # "creditl1"
-
-_PRICE_COLUMNS = (
-    "input_per_mtok",
-    "cached_input_per_mtok",
-    "cache_write_per_mtok",
-    "output_per_mtok",
-    "reasoning_per_mtok",
-    "per_request",
-    "per_unit",
-)
 
 
 @dataclass(frozen=True)
@@ -210,14 +200,14 @@ def _model_row(version: int, m: ModelPrice) -> dict[str, Any]:
         "source": m.source,
         "as_of": m.as_of,
     }
-    for column in _PRICE_COLUMNS:
+    for column in PRICE_FIELDS:
         value = getattr(m, column)
         row[column] = None if value is None else decimal_text(value)
     return row
 
 
 def _model(m: Any) -> ModelPrice:
-    prices = {c: (None if m[c] is None else Decimal(m[c])) for c in _PRICE_COLUMNS}
+    prices = {c: (None if m[c] is None else Decimal(m[c])) for c in PRICE_FIELDS}
     return ModelPrice(
         provider=m["provider"],
         model=m["model"],

@@ -61,6 +61,18 @@ QUANTITY_FIELD: Mapping[TokenClass, str] = {
 }
 
 
+# The price fields of a ModelPrice, named as in the API, the database and price book files.
+PRICE_FIELDS = (
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "output_per_mtok",
+    "reasoning_per_mtok",
+    "per_request",
+    "per_unit",
+)
+
+
 class OverrunPolicy(StrEnum):
     """What a commit does when the actual cost is above the hold."""
 

@@ -28,20 +28,11 @@ from billing_service.domain.price_rules import (
     check_tier,
     parse_usd,
 )
-from billing_service.domain.pricing import ModelPrice, PriceBook, Tier
+from billing_service.domain.pricing import PRICE_FIELDS, ModelPrice, PriceBook, Tier
 
 DEFAULT_PATH = Path(__file__).with_name("default_price_book.json")
 
-PRICE_KEYS = (
-    "input_per_mtok",
-    "cached_input_per_mtok",
-    "cache_write_per_mtok",
-    "output_per_mtok",
-    "reasoning_per_mtok",
-    "per_request",
-    "per_unit",
-)
-MODEL_KEYS = frozenset({"provider", "model", *PRICE_KEYS, "unit", "source", "as_of"})
+MODEL_KEYS = frozenset({"provider", "model", *PRICE_FIELDS, "unit", "source", "as_of"})
 TIER_KEYS = frozenset({"name", "base_fee", "fee_unit", "description"})
 _TOP = "(top level)"
 TOP_KEYS = frozenset({"credit_usd", "markup", "tiers", "models", "note"})
@@ -90,7 +81,7 @@ def to_document(book: PriceBook) -> dict[str, Any]:
             {
                 "provider": m.provider,
                 "model": m.model,
-                **{k: _price_text(getattr(m, k)) for k in PRICE_KEYS},
+                **{k: _price_text(getattr(m, k)) for k in PRICE_FIELDS},
                 "unit": m.unit or None,
                 "source": m.source,
                 "as_of": m.as_of,
@@ -168,7 +159,8 @@ def _book(document: Any, at: datetime) -> PriceBook:
 def _model(entry: Any, where: str) -> ModelPrice:
     _require_map(entry, where, MODEL_KEYS)
     prices: dict[str, Decimal | None] = {
-        key: parse_usd(_text(entry, key, f"{where}.{key}"), f"{where}.{key}") for key in PRICE_KEYS
+        key: parse_usd(_text(entry, key, f"{where}.{key}"), f"{where}.{key}")
+        for key in PRICE_FIELDS
     }
     price = ModelPrice(
         provider=_text(entry, "provider", f"{where}.provider", required=True) or "",

@@ -11,6 +11,7 @@ from billing_service.db.price_books import PriceBookInfo
 from billing_service.domain.amounts import format_amount
 from billing_service.domain.price_rules import parse_usd
 from billing_service.domain.pricing import (
+    PRICE_FIELDS,
     Comparison,
     Cost,
     ModelPrice,
@@ -21,16 +22,6 @@ from billing_service.domain.pricing import (
     UsageLine,
 )
 from billing_service.rpc.wire import enum_out, time_out
-
-_PRICE_FIELDS = (
-    "input_per_mtok",
-    "cached_input_per_mtok",
-    "cache_write_per_mtok",
-    "output_per_mtok",
-    "reasoning_per_mtok",
-    "per_request",
-    "per_unit",
-)
 
 
 def usage_in(message: pricing_pb2.Usage) -> Usage:
@@ -80,7 +71,7 @@ def usage_lines_out(lines: Sequence[UsageLine]) -> list[pricing_pb2.UsageLine]:
 def model_price_in(message: pricing_pb2.ModelPrice, field: str) -> ModelPrice:
     """A model price from its message; each price string is checked, naming its field."""
     prices: dict[str, Decimal | None] = {
-        name: parse_usd(getattr(message, name), f"{field}.{name}") for name in _PRICE_FIELDS
+        name: parse_usd(getattr(message, name), f"{field}.{name}") for name in PRICE_FIELDS
     }
     return ModelPrice(
         provider=message.provider,
@@ -100,7 +91,7 @@ def model_price_out(price: ModelPrice) -> pricing_pb2.ModelPrice:
         unit=price.unit,
         source=price.source,
         as_of=price.as_of,
-        **{name: _usd(getattr(price, name)) for name in _PRICE_FIELDS},
+        **{name: _usd(getattr(price, name)) for name in PRICE_FIELDS},
     )
 
 
