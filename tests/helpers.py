@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
 from sqlalchemy import Engine, text
 
 TABLES = (
@@ -28,3 +32,36 @@ def table_counts(engine: Engine) -> dict[str, int]:
             t.strip(): int(conn.execute(text(f"SELECT COUNT(*) FROM {t.strip()}")).scalar_one())
             for t in TABLES.split(",")
         }
+
+
+def waiting_for_locks(engine: Engine) -> int:
+    """How many sessions of this PostgreSQL database wait for a lock right now."""
+    # A new connection each time: pg_stat_activity is a snapshot per transaction.
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+
+@contextmanager
+def accounts_pinned(engine: Engine, account_ids: Sequence[str], waiters: int) -> Iterator[None]:
+    """On PostgreSQL, hold the accounts' row locks until `waiters` sessions queue behind them,
+    so the calls made inside the block meet in the worst interleaving every time. On SQLite
+    (one writer at a time) it does nothing."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as blocker, blocker.begin():
+        for account_id in account_ids:
+            blocker.execute(
+                text("SELECT id FROM accounts WHERE id = :a FOR UPDATE"), {"a": account_id}
+            )
+        yield
+        deadline = time.monotonic() + 30
+        while waiting_for_locks(engine) < waiters:
+            assert time.monotonic() < deadline, f"{waiters} calls never queued on the locks"

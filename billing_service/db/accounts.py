@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from billing_service.db.codec import (
     dump_map,
@@ -18,6 +18,9 @@ from billing_service.db.codec import (
 )
 from billing_service.db.tables import accounts
 from billing_service.domain.model import Account, BillingMode
+
+# An arbitrary, fixed key for the advisory lock that orders parent changes.
+_HIERARCHY_LOCK = 0x6372_6564_6974_6C32  # "creditl2"
 
 
 class LockedAccount:
@@ -35,6 +38,16 @@ class AccountRepository:
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
+
+    def lock_hierarchy(self) -> None:
+        """Hold the right to change parent links until the transaction ends.
+
+        A cycle check reads a chain of parents; two concurrent re-parentings could each pass
+        it and together make a cycle, so they take turns: an advisory lock on PostgreSQL, the
+        single writer lock on SQLite.
+        """
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(select(func.pg_advisory_xact_lock(_HIERARCHY_LOCK)))
 
     def get(self, account_id: str) -> Account | None:
         """The account, or None."""

@@ -105,6 +105,8 @@ def update_account(
     labels = check_metadata(metadata, "account.metadata")
 
     def work(tx: Tx, now: datetime) -> AccountResult:
+        if "parent_account_id" in fields:
+            tx.accounts.lock_hierarchy()
         locked = tx.accounts.lock(account_id)
         if locked is None:
             raise NotFound("ACCOUNT", "account_id", account_id)

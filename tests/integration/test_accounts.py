@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from creditline import CreditlineClient
 from creditline.errors import AlreadyExists, InvalidArgument, NotFound
 from creditline.v1 import account_pb2
+from sqlalchemy import Engine
+
+from tests.helpers import accounts_pinned
 
 
 def test_create_and_get(client: CreditlineClient) -> None:
@@ -78,3 +83,31 @@ def test_list_pages_in_id_order_and_by_parent(client: CreditlineClient) -> None:
     assert seen == [["a", "b"], ["c", "d"], ["e", "org"]]
     children = client.list_accounts(parent_account_id="org").accounts
     assert [a.account_id for a in children] == ["a", "b", "c"]
+
+
+def test_concurrent_reparenting_cannot_make_a_cycle(
+    client: CreditlineClient, engine: Engine
+) -> None:
+    client.create_account("a")
+    client.create_account("b")
+    outcomes: list[str] = []
+
+    def link(child: str, parent: str) -> None:
+        try:
+            client.update_account(child, parent_account_id=parent)
+            outcomes.append("linked")
+        except InvalidArgument as error:
+            outcomes.append(error.reason)
+
+    threads = [
+        threading.Thread(target=link, args=("a", "b")),
+        threading.Thread(target=link, args=("b", "a")),
+    ]
+    with accounts_pinned(engine, ["a", "b"], waiters=2):
+        for t in threads:
+            t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["PARENT_CYCLE", "linked"]
+    parents = {name: client.get_account(name).account.parent_account_id for name in ("a", "b")}
+    assert "" in parents.values()

@@ -16,10 +16,9 @@ record before the first one commits. SQLite runs each write transaction whole, o
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +29,7 @@ from creditline.v1 import grant_pb2, ledger_pb2, reservation_pb2
 from sqlalchemy import Engine, text
 
 from billing_service.rpc.server import RunningServer
-from tests.helpers import ledger_sum, table_counts
+from tests.helpers import accounts_pinned, ledger_sum, table_counts
 
 MICROS = 1_000_000
 THREADS = 32
@@ -75,34 +74,6 @@ def open_account(client: CreditlineClient, credits: str) -> str:
     return account_id
 
 
-def waiting_for_locks(engine: Engine) -> int:
-    """How many sessions of this database wait for a lock right now."""
-    # A new connection each time: pg_stat_activity is a snapshot per transaction.
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
-
-
-@contextmanager
-def account_lock_pinned(engine: Engine, account_id: str, waiters: int) -> Iterator[None]:
-    """On PostgreSQL, hold the account's row lock until `waiters` sessions queue behind it."""
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect() as blocker, blocker.begin():
-        blocker.execute(text("SELECT id FROM accounts WHERE id = :a FOR UPDATE"), {"a": account_id})
-        yield
-        deadline = time.monotonic() + 30
-        while waiting_for_locks(engine) < waiters:
-            assert time.monotonic() < deadline, f"{waiters} calls never queued on the lock"
-
-
 def call_together(engine: Engine, account_id: str, calls: Sequence[Callable[[], Any]]) -> list[Any]:
     """Run the calls in threads released at once; each response or typed error, in order."""
     results: list[Any] = [None] * len(calls)
@@ -119,7 +90,7 @@ def call_together(engine: Engine, account_id: str, calls: Sequence[Callable[[], 
             unexpected.append(error)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    with account_lock_pinned(engine, account_id, len(calls)):
+    with accounts_pinned(engine, [account_id], len(calls)):
         for thread in threads:
             thread.start()
     for thread in threads:
