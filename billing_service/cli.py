@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -38,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gRPC server (and background jobs)")
     serve.add_argument("--listen", help="host:port to bind (CREDITLINE_LISTEN)")
     serve.add_argument("--database-url", help="database URL (CREDITLINE_DATABASE_URL)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes sharing the port (CREDITLINE_WORKERS)"
+    )
     commands.add_parser("migrate", help="bring the database schema to the newest revision")
     worker = commands.add_parser("worker", help="run only the background jobs")
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -63,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in {
             "listen": getattr(args, "listen", None),
             "database_url": getattr(args, "database_url", None),
+            "workers": getattr(args, "workers", None),
         }.items()
         if value
     }
@@ -114,11 +121,21 @@ def _serve(settings: Settings) -> int:
         ctx, price_book_file.read(DEFAULT_PATH)
     ):
         log.info("loaded the shipped default price book as version 1")
+    if settings.workers > 1:
+        engine.dispose()
+        return _supervise_workers(settings, stop)
     running = build_server(
-        ctx, listen=settings.listen, tokens=tokens, max_workers=settings.max_workers
+        ctx,
+        listen=settings.listen,
+        tokens=tokens,
+        max_workers=settings.max_workers,
+        reuse_port=settings.reuse_port,
     )
     host = settings.listen.rpartition(":")[0]
-    log.info("serving", extra={"address": f"{host}:{running.port}", "auth": bool(tokens)})
+    log.info(
+        "serving",
+        extra={"address": f"{host}:{running.port}", "auth": bool(tokens), "pid": os.getpid()},
+    )
     sweeper = Sweeper(ctx, interval=settings.sweep_interval_seconds, batch=settings.sweep_batch)
     if settings.run_jobs:
         sweeper.start()
@@ -129,6 +146,58 @@ def _serve(settings: Settings) -> int:
     engine.dispose()
     log.info("stopped")
     return 0
+
+
+def _supervise_workers(settings: Settings, stop: threading.Event) -> int:
+    """Run settings.workers `serve` processes on one port (SO_REUSEPORT) until signalled.
+
+    The schema and price book are settled here first, so the workers do not race on them; one
+    worker runs the background jobs. A worker that dies takes the others down with it: a
+    half-sized fleet on a port that looks healthy is worse than a restart.
+    """
+    host, _, port = settings.listen.rpartition(":")
+    reservation = None
+    if port == "0":
+        # Reserve a concrete port for all workers; this socket never listens, so the kernel
+        # hands no connection to it.
+        reservation = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reservation.bind((host.strip("[]"), 0))
+        port = str(reservation.getsockname()[1])
+    address = f"{host}:{port}"
+    children = []
+    for index in range(settings.workers):
+        env = {
+            **os.environ,
+            "CREDITLINE_LISTEN": address,
+            "CREDITLINE_DATABASE_URL": settings.database_url,
+            "CREDITLINE_WORKERS": "1",
+            "CREDITLINE_REUSE_PORT": "true",
+            "CREDITLINE_SEED_DEFAULT_PRICE_BOOK": "false",
+            "CREDITLINE_RUN_JOBS": str(settings.run_jobs and index == 0).lower(),
+        }
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "billing_service.cli", "serve"], env=env)
+        )
+    log.info("supervising workers", extra={"address": address, "workers": settings.workers})
+    while not stop.wait(1.0):
+        if any(child.poll() is not None for child in children):
+            log.error("a worker exited; stopping the others")
+            break
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.wait(timeout=settings.shutdown_grace_seconds + 10))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            codes.append(child.wait())
+    if reservation is not None:
+        reservation.close()
+    log.info("stopped", extra={"worker_exit_codes": codes})
+    return 0 if stop.is_set() and all(code == 0 for code in codes) else 1
 
 
 def _pricebook(settings: Settings, args: argparse.Namespace) -> int:

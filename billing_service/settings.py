@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         True, description="load the shipped price book as version 1 when there is none"
     )
     max_workers: int = Field(32, gt=0, description="gRPC worker threads")
+    workers: int = Field(1, gt=0, le=64, description="server processes sharing the port")
+    reuse_port: bool = Field(
+        False, description="let other processes bind the same port (set for --workers)"
+    )
     db_pool_size: int = Field(20, gt=0, description="database connections kept open")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time for calls to finish")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

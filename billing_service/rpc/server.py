@@ -73,6 +73,7 @@ def build_server(
     listen: str,
     tokens: dict[str, Principal],
     max_workers: int = 32,
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Create, bind and start the server; refuses to listen openly without auth."""
     if not tokens and not is_loopback(listen):
@@ -88,7 +89,8 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
-        options=[("grpc.so_reuseport", 0)],
+        # Off by default so a port already in use is an error, not a silent second server.
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(ctx), server)
     billing_service_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ctx), server)
