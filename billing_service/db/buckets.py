@@ -22,6 +22,18 @@ from billing_service.domain.model import Bucket, GrantSource, GrantStatus
 _LIVE = or_(buckets.c.remaining > 0, buckets.c.status == GrantStatus.PENDING.value)
 
 
+_LIVE_OF = select(buckets).where(buckets.c.account_id == bindparam("account_id"), _LIVE)
+_SAVE = (
+    update(buckets)
+    .where(buckets.c.id == bindparam("b_id"))
+    .values(
+        remaining=bindparam("b_remaining"),
+        held=bindparam("b_held"),
+        status=bindparam("b_status"),
+    )
+)
+
+
 class BucketRepository:
     """Reads and writes rows of the buckets table."""
 
@@ -30,7 +42,7 @@ class BucketRepository:
 
     def live(self, account_id: str) -> list[Bucket]:
         """The account's buckets that hold credits or are still to take effect."""
-        rows = self._conn.execute(select(buckets).where(buckets.c.account_id == account_id, _LIVE))
+        rows = self._conn.execute(_LIVE_OF, {"account_id": account_id})
         return [_bucket(r._mapping) for r in rows]
 
     def by_ids(self, ids: Iterable[str]) -> list[Bucket]:
@@ -56,13 +68,7 @@ class BucketRepository:
         if not changed:
             return
         self._conn.execute(
-            update(buckets)
-            .where(buckets.c.id == bindparam("b_id"))
-            .values(
-                remaining=bindparam("b_remaining"),
-                held=bindparam("b_held"),
-                status=bindparam("b_status"),
-            ),
+            _SAVE,
             [
                 {
                     "b_id": b.id,

@@ -42,7 +42,10 @@ def build_engine(url: str, *, pool_size: int = 10) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every call. A connection that died (database
+        # restart) fails its first statement instead, the call answers UNAVAILABLE having
+        # written nothing, the pool is invalidated, and the client's retry gets a fresh one.
+        pool_pre_ping=False,
         connect_args={"prepare_threshold": 2},
     )
 

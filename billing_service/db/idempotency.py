@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from billing_service.db.codec import to_micros
 from billing_service.db.tables import idempotency_records
@@ -20,6 +20,14 @@ class IdempotencyRecord:
     response: str
 
 
+_GET = select(
+    idempotency_records.c.operation,
+    idempotency_records.c.fingerprint,
+    idempotency_records.c.response,
+).where(idempotency_records.c.key == bindparam("key"))
+_ADD = insert(idempotency_records)
+
+
 class IdempotencyRepository:
     """Reads and writes rows of the idempotency_records table."""
 
@@ -28,23 +36,18 @@ class IdempotencyRepository:
 
     def get(self, key: str) -> IdempotencyRecord | None:
         """The record for key, or None."""
-        row = self._conn.execute(
-            select(
-                idempotency_records.c.operation,
-                idempotency_records.c.fingerprint,
-                idempotency_records.c.response,
-            ).where(idempotency_records.c.key == key)
-        ).first()
+        row = self._conn.execute(_GET, {"key": key}).first()
         return None if row is None else IdempotencyRecord(row[0], row[1], row[2])
 
     def add(self, key: str, record: IdempotencyRecord, now: datetime) -> None:
         """Insert the record; a concurrent twin makes this raise IntegrityError."""
         self._conn.execute(
-            insert(idempotency_records).values(
-                key=key,
-                operation=record.operation,
-                fingerprint=record.fingerprint,
-                response=record.response,
-                created_at=to_micros(now),
-            )
+            _ADD,
+            {
+                "key": key,
+                "operation": record.operation,
+                "fingerprint": record.fingerprint,
+                "response": record.response,
+                "created_at": to_micros(now),
+            },
         )

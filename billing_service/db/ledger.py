@@ -23,6 +23,8 @@ from billing_service.db.tables import ledger_entries
 from billing_service.domain.model import EntryKind, LedgerEntry
 from billing_service.domain.pricing import UsageLine
 
+_APPEND = insert(ledger_entries)
+
 
 class LedgerRepository:
     """Appends and reads ledger entries."""
@@ -33,7 +35,7 @@ class LedgerRepository:
     def append(self, entries: Sequence[LedgerEntry]) -> None:
         """Append entries in the order given (their seq keeps that order)."""
         if entries:
-            self._conn.execute(insert(ledger_entries), [_row(e) for e in entries])
+            self._conn.execute(_APPEND, [_row(e) for e in entries])
 
     def get(self, entry_id: str) -> LedgerEntry | None:
         """One entry, or None."""

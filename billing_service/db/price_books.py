@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from billing_service.db import dataclass_json
 from billing_service.db.codec import (
@@ -38,6 +38,16 @@ class PriceBookInfo:
     tier_count: int
 
 
+_IN_FORCE = select(func.max(price_books.c.version)).where(
+    price_books.c.effective_at <= bindparam("at")
+)
+_OVERRIDES = (
+    select(price_overrides)
+    .where(price_overrides.c.account_id == bindparam("account_id"))
+    .order_by(price_overrides.c.created_at.desc(), price_overrides.c.id.desc())
+)
+
+
 class PriceBookRepository:
     """Reads and writes price book versions and account price overrides."""
 
@@ -55,11 +65,7 @@ class PriceBookRepository:
 
     def in_force(self, at: datetime) -> int | None:
         """The newest version whose effective time has come, if any."""
-        value = self._conn.execute(
-            select(func.max(price_books.c.version)).where(
-                price_books.c.effective_at <= to_micros(at)
-            )
-        ).scalar_one_or_none()
+        value = self._conn.execute(_IN_FORCE, {"at": to_micros(at)}).scalar_one_or_none()
         return None if value is None else int(value)
 
     def newest(self) -> int | None:
@@ -183,11 +189,7 @@ class PriceBookRepository:
 
     def overrides_for(self, account_id: str) -> list[PriceOverride]:
         """The account's overrides, newest first."""
-        rows = self._conn.execute(
-            select(price_overrides)
-            .where(price_overrides.c.account_id == account_id)
-            .order_by(price_overrides.c.created_at.desc(), price_overrides.c.id.desc())
-        )
+        rows = self._conn.execute(_OVERRIDES, {"account_id": account_id})
         return [_override(r._mapping) for r in rows]
 
 

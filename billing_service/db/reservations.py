@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 
 from billing_service.db import dataclass_json
 from billing_service.db.codec import (
@@ -26,6 +26,20 @@ from billing_service.domain.pricing import HoldPricing, OverrunPolicy
 _ACTIVE = ReservationStatus.ACTIVE.value
 
 
+_GET = select(reservations).where(reservations.c.id == bindparam("reservation_id"))
+_ADD = insert(reservations)
+_SAVE = (
+    update(reservations)
+    .where(reservations.c.id == bindparam("r_id"))
+    .values(
+        status=bindparam("r_status"),
+        committed_amount=bindparam("r_committed"),
+        resolved_at=bindparam("r_resolved"),
+        ledger_entry_id=bindparam("r_entry"),
+    )
+)
+
+
 class ReservationRepository:
     """Reads and writes rows of the reservations table."""
 
@@ -34,26 +48,24 @@ class ReservationRepository:
 
     def get(self, reservation_id: str) -> Reservation | None:
         """One hold, or None."""
-        row = self._conn.execute(
-            select(reservations).where(reservations.c.id == reservation_id)
-        ).first()
+        row = self._conn.execute(_GET, {"reservation_id": reservation_id}).first()
         return None if row is None else _reservation(row._mapping)
 
     def add(self, reservation: Reservation) -> None:
         """Insert a new hold."""
-        self._conn.execute(insert(reservations).values(**_row(reservation)))
+        self._conn.execute(_ADD, _row(reservation))
 
     def save(self, reservation: Reservation) -> None:
         """Write a hold's resolution."""
         self._conn.execute(
-            update(reservations)
-            .where(reservations.c.id == reservation.id)
-            .values(
-                status=reservation.status.value,
-                committed_amount=reservation.committed_amount,
-                resolved_at=opt_to_micros(reservation.resolved_at),
-                ledger_entry_id=reservation.ledger_entry_id,
-            )
+            _SAVE,
+            {
+                "r_id": reservation.id,
+                "r_status": reservation.status.value,
+                "r_committed": reservation.committed_amount,
+                "r_resolved": opt_to_micros(reservation.resolved_at),
+                "r_entry": reservation.ledger_entry_id,
+            },
         )
 
     def expired_active(self, account_id: str, now: datetime) -> list[Reservation]:
