@@ -24,6 +24,7 @@ from billing_service.db import migrate
 from billing_service.db.engine import build_engine
 from billing_service.domain.errors import DomainError
 from billing_service.jobs.sweeper import Sweeper
+from billing_service.metrics import Metrics
 from billing_service.pricing import price_book_file
 from billing_service.pricing.price_book_file import DEFAULT_PATH
 from billing_service.rpc.auth import ROLES, new_token, parse_tokens
@@ -124,19 +125,26 @@ def _serve(settings: Settings) -> int:
     if settings.workers > 1:
         engine.dispose()
         return _supervise_workers(settings, stop)
+    metrics = _start_metrics(settings)
     running = build_server(
         ctx,
         listen=settings.listen,
         tokens=tokens,
         max_workers=settings.max_workers,
         reuse_port=settings.reuse_port,
+        metrics=metrics,
     )
     host = settings.listen.rpartition(":")[0]
     log.info(
         "serving",
         extra={"address": f"{host}:{running.port}", "auth": bool(tokens), "pid": os.getpid()},
     )
-    sweeper = Sweeper(ctx, interval=settings.sweep_interval_seconds, batch=settings.sweep_batch)
+    sweeper = Sweeper(
+        ctx,
+        interval=settings.sweep_interval_seconds,
+        batch=settings.sweep_batch,
+        metrics=metrics,
+    )
     if settings.run_jobs:
         sweeper.start()
     stop.wait()
@@ -175,6 +183,7 @@ def _supervise_workers(settings: Settings, stop: threading.Event) -> int:
             "CREDITLINE_REUSE_PORT": "true",
             "CREDITLINE_SEED_DEFAULT_PRICE_BOOK": "false",
             "CREDITLINE_RUN_JOBS": str(settings.run_jobs and index == 0).lower(),
+            "CREDITLINE_METRICS_LISTEN": _nth_port(settings.metrics_listen, index),
         }
         children.append(
             subprocess.Popen([sys.executable, "-m", "billing_service.cli", "serve"], env=env)
@@ -198,6 +207,23 @@ def _supervise_workers(settings: Settings, stop: threading.Event) -> int:
         reservation.close()
     log.info("stopped", extra={"worker_exit_codes": codes})
     return 0 if stop.is_set() and all(code == 0 for code in codes) else 1
+
+
+def _start_metrics(settings: Settings) -> Metrics | None:
+    """Metrics exported on CREDITLINE_METRICS_LISTEN, or None (and no cost) when it is unset."""
+    if not settings.metrics_listen:
+        return None
+    metrics = Metrics()
+    log.info("metrics", extra={"address": metrics.serve(settings.metrics_listen)})
+    return metrics
+
+
+def _nth_port(listen: str, index: int) -> str:
+    """Worker index's metrics address: the given port plus index (0 stays 0: each picks one)."""
+    if not listen:
+        return ""
+    host, _, port = listen.rpartition(":")
+    return listen if port == "0" else f"{host}:{int(port) + index}"
 
 
 def _pricebook(settings: Settings, args: argparse.Namespace) -> int:
@@ -254,6 +280,7 @@ def _worker(settings: Settings, *, once: bool) -> int:
         make_context(engine, settings),
         interval=settings.sweep_interval_seconds,
         batch=settings.sweep_batch,
+        metrics=_start_metrics(settings),
     )
     if once:
         while sweeper.run_once() >= settings.sweep_batch:

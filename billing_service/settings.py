@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(20, gt=0, description="database connections kept open")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time for calls to finish")
+    metrics_listen: str = Field(
+        "", description="host:port for Prometheus /metrics over HTTP; empty turns it off"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

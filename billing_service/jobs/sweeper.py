@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from billing_service.metrics import Metrics
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.sweeping import sweep_due_accounts
 
@@ -14,8 +15,11 @@ log = logging.getLogger(__name__)
 class Sweeper:
     """Runs sweep passes every interval until stopped; a full batch runs again at once."""
 
-    def __init__(self, ctx: AppContext, *, interval: float, batch: int) -> None:
+    def __init__(
+        self, ctx: AppContext, *, interval: float, batch: int, metrics: Metrics | None = None
+    ) -> None:
         self._ctx = ctx
+        self._metrics = metrics
         self._interval = interval
         self._batch = batch
         self._stop = threading.Event()
@@ -34,6 +38,8 @@ class Sweeper:
     def run_once(self) -> int:
         """One pass; returns how many accounts were swept."""
         swept = sweep_due_accounts(self._ctx, batch=self._batch)
+        if self._metrics is not None:
+            self._metrics.swept_accounts.inc(swept)
         if swept:
             log.info("swept accounts", extra={"accounts": swept})
         return swept
@@ -44,6 +50,8 @@ class Sweeper:
                 full = self.run_once() >= self._batch
             except Exception:
                 log.exception("sweep pass failed; retrying after the interval")
+                if self._metrics is not None:
+                    self._metrics.sweep_failures.inc()
                 full = False
             if not full:
                 self._stop.wait(self._interval)

@@ -1,4 +1,4 @@
-"""One structured log line per RPC: method, status code and duration."""
+"""One structured log line per RPC (method, status code, duration), and its metrics."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from typing import Any
 
 import grpc
 
+from billing_service.metrics import Metrics
 from billing_service.rpc.grpc_types import ServerInterceptor
 
 log = logging.getLogger("creditline.access")
 
 
 class AccessLogInterceptor(ServerInterceptor):
-    """Logs every unary call after it ends, whatever the outcome."""
+    """Logs every unary call after it ends, whatever the outcome, and counts it in metrics."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
 
     def intercept_service(
         self,
@@ -38,14 +42,19 @@ class AccessLogInterceptor(ServerInterceptor):
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
                 raise
             finally:
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": getattr(code, "name", str(code)),
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                )
+                seconds = time.perf_counter() - started
+                name = getattr(code, "name", str(code))
+                if self._metrics is not None:
+                    self._metrics.observe_rpc(method, name, seconds)
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": name,
+                            "duration_ms": round(seconds * 1000, 3),
+                        },
+                    )
 
         return grpc.unary_unary_rpc_method_handler(
             logged,

@@ -22,6 +22,7 @@ from creditline.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from billing_service.metrics import Metrics
 from billing_service.rpc.access_log import AccessLogInterceptor
 from billing_service.rpc.auth import AuthInterceptor, Principal
 from billing_service.rpc.billing_servicer import BillingServicer
@@ -74,6 +75,7 @@ def build_server(
     tokens: dict[str, Principal],
     max_workers: int = 32,
     reuse_port: bool = False,
+    metrics: Metrics | None = None,
 ) -> RunningServer:
     """Create, bind and start the server; refuses to listen openly without auth."""
     if not tokens and not is_loopback(listen):
@@ -81,7 +83,7 @@ def build_server(
             f"refusing to listen on {listen} with auth off: set CREDITLINE_AUTH_TOKENS "
             "or listen on 127.0.0.1"
         )
-    interceptors: list[grpc.ServerInterceptor[Any, Any]] = [AccessLogInterceptor()]
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = [AccessLogInterceptor(metrics)]
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     else:
