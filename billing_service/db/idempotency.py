@@ -39,6 +39,35 @@ class IdempotencyRepository:
         row = self._conn.execute(_GET, {"key": key}).first()
         return None if row is None else IdempotencyRecord(row[0], row[1], row[2])
 
+    def get_many(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        """The records that exist for any of keys."""
+        rows = self._conn.execute(
+            select(
+                idempotency_records.c.key,
+                idempotency_records.c.operation,
+                idempotency_records.c.fingerprint,
+                idempotency_records.c.response,
+            ).where(idempotency_records.c.key.in_(sorted(set(keys))))
+        )
+        return {row[0]: IdempotencyRecord(row[1], row[2], row[3]) for row in rows}
+
+    def add_many(self, records: list[tuple[str, IdempotencyRecord]], now: datetime) -> None:
+        """Insert several records; a concurrent twin of any makes this raise IntegrityError."""
+        if records:
+            self._conn.execute(
+                _ADD,
+                [
+                    {
+                        "key": key,
+                        "operation": record.operation,
+                        "fingerprint": record.fingerprint,
+                        "response": record.response,
+                        "created_at": to_micros(now),
+                    }
+                    for key, record in records
+                ],
+            )
+
     def add(self, key: str, record: IdempotencyRecord, now: datetime) -> None:
         """Insert the record; a concurrent twin makes this raise IntegrityError."""
         self._conn.execute(

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from billing_service.domain.clock import Clock
 from billing_service.service_layer.price_book_cache import PriceBookCache
+from billing_service.service_layer.spend_batching import SpendBatcher
 from billing_service.service_layer.unit_of_work import Database
 
 
@@ -26,3 +27,4 @@ class AppContext:
     clock: Clock
     holds: HoldPolicy
     books: PriceBookCache = field(default_factory=PriceBookCache)
+    spends: SpendBatcher = field(default_factory=SpendBatcher)

@@ -29,13 +29,14 @@ from billing_service.domain.pricing import (
 )
 from billing_service.domain.validation import (
     check_id,
+    check_idempotency_key,
     check_metadata,
     check_priority,
     check_text,
 )
 from billing_service.service_layer.books import OpenBook, open_book, save_book
 from billing_service.service_layer.context import AppContext
-from billing_service.service_layer.idempotency import Outcome, run_idempotent
+from billing_service.service_layer.idempotency import Outcome, fingerprint, run_idempotent
 from billing_service.service_layer.pricing import price_actual, price_hold
 from billing_service.service_layer.results import (
     GrantResult,
@@ -43,6 +44,7 @@ from billing_service.service_layer.results import (
     ReservationResult,
     SpendResult,
 )
+from billing_service.service_layer.spend_batching import PendingSpend
 from billing_service.service_layer.unit_of_work import Tx
 
 MAX_FEATURE = 128
@@ -150,9 +152,12 @@ def spend_credits(
     metadata: Mapping[str, str],
     idempotency_key: str,
 ) -> Outcome[SpendResult]:
-    """Debit credits at once."""
+    """Debit credits at once; concurrent spends on one account share a transaction
+    (spend_batching), each keeping its own outcome and idempotency record."""
     check_id(account_id, "account_id")
+    check_idempotency_key(idempotency_key)
     context = _context(idempotency_key, feature, request_id, metadata)
+    request = {"account_id": account_id, "amount": amount, "context": context}
 
     def work(tx: Tx, now: datetime) -> SpendResult:
         opened = open_book(tx, account_id, now)
@@ -160,15 +165,21 @@ def spend_credits(
         save_book(tx, opened)
         return SpendResult(entry, opened.book.available)
 
-    return run_idempotent(
-        ctx.db,
-        ctx.clock,
-        operation="SpendCredits",
-        key=idempotency_key,
-        request={"account_id": account_id, "amount": amount, "context": context},
-        result_type=SpendResult,
-        work=work,
+    def alone() -> Outcome[SpendResult]:
+        return run_idempotent(
+            ctx.db,
+            ctx.clock,
+            operation="SpendCredits",
+            key=idempotency_key,
+            request=request,
+            result_type=SpendResult,
+            work=work,
+        )
+
+    pending = PendingSpend(
+        amount, context, idempotency_key, fingerprint("SpendCredits", request), alone
     )
+    return ctx.spends.spend(ctx.db, ctx.clock, account_id, pending)
 
 
 def reserve_credits(

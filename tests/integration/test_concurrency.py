@@ -28,7 +28,8 @@ from creditline.errors import CreditlineError, IdempotencyKeyReused, Insufficien
 from creditline.v1 import grant_pb2, ledger_pb2, reservation_pb2
 from sqlalchemy import Engine, text
 
-from billing_service.rpc.server import RunningServer
+from billing_service.rpc.server import RunningServer, build_server
+from billing_service.service_layer.context import AppContext
 from tests.helpers import accounts_pinned, ledger_sum, table_counts
 
 MICROS = 1_000_000
@@ -74,8 +75,18 @@ def open_account(client: CreditlineClient, credits: str) -> str:
     return account_id
 
 
-def call_together(engine: Engine, account_id: str, calls: Sequence[Callable[[], Any]]) -> list[Any]:
-    """Run the calls in threads released at once; each response or typed error, in order."""
+def call_together(
+    engine: Engine,
+    account_id: str,
+    calls: Sequence[Callable[[], Any]],
+    waiters: int | None = None,
+) -> list[Any]:
+    """Run the calls in threads released at once; each response or typed error, in order.
+
+    On PostgreSQL the account's row stays locked until `waiters` sessions (all the calls, by
+    default) queue behind it. Spends sent to one server queue in its batcher instead, behind
+    one leader, so for them it is one waiter per server.
+    """
     results: list[Any] = [None] * len(calls)
     unexpected: list[BaseException] = []
     barrier = threading.Barrier(len(calls))
@@ -90,7 +101,7 @@ def call_together(engine: Engine, account_id: str, calls: Sequence[Callable[[], 
             unexpected.append(error)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    with accounts_pinned(engine, [account_id], len(calls)):
+    with accounts_pinned(engine, [account_id], waiters or len(calls)):
         for thread in threads:
             thread.start()
     for thread in threads:
@@ -287,7 +298,7 @@ def test_concurrent_duplicate_spends_move_credits_once(
         return lambda: client.spend_credits(account_id, "2.500001", idempotency_key=key)
 
     results = call_together(
-        engine, account_id, [spend(clients[i % CLIENTS]) for i in range(DUPLICATES)]
+        engine, account_id, [spend(clients[i % CLIENTS]) for i in range(DUPLICATES)], waiters=1
     )
 
     assert_one_first_answer(results)
@@ -310,7 +321,7 @@ def test_concurrent_duplicate_spends_replay_even_when_a_second_spend_could_not_b
         return lambda: client.spend_credits(account_id, "6", idempotency_key=key)
 
     results = call_together(
-        engine, account_id, [spend(clients[i % CLIENTS]) for i in range(DUPLICATES)]
+        engine, account_id, [spend(clients[i % CLIENTS]) for i in range(DUPLICATES)], waiters=1
     )
 
     assert_one_first_answer(results)
@@ -384,6 +395,7 @@ def test_same_key_with_a_different_amount_is_refused_concurrently_and_after(
         engine,
         account_id,
         [spend(clients[i % CLIENTS], amount) for i, amount in enumerate(asked)],
+        waiters=1,
     )
 
     # Whichever amount came first won the key; every call asking for it got that answer, and
@@ -469,3 +481,32 @@ def test_a_balance_read_during_concurrent_writes_describes_one_moment(
     assert unexpected == []
     assert views
     assert [v for v in views if v[0] != v[1] or v[2] != v[3]] == []
+
+
+def test_concurrent_duplicate_spends_on_two_replicas_move_credits_once(
+    clients: list[CreditlineClient], engine: Engine, ctx: AppContext
+) -> None:
+    """Two servers (two batchers) on one database: both batch leaders wait on the account's
+    row, and the one that goes second must find the first's record under the lock and replay,
+    even though a second spend of 6 could not be paid."""
+    replica = build_server(
+        AppContext(ctx.db, ctx.clock, ctx.holds), listen="127.0.0.1:0", tokens={}
+    )
+    try:
+        with CreditlineClient(f"127.0.0.1:{replica.port}", backoff=0) as other:
+            account_id = open_account(clients[0], "10")
+            key = uuid.uuid4().hex
+            calls = [
+                (
+                    lambda c=(clients[0] if i % 2 else other): c.spend_credits(
+                        account_id, "6", idempotency_key=key
+                    )
+                )
+                for i in range(DUPLICATES)
+            ]
+            results = call_together(engine, account_id, calls, waiters=2)
+    finally:
+        replica.stop(0)
+    assert_one_first_answer(results)
+    assert len({r.ledger_entry.entry_id for r in results}) == 1
+    assert ledger_sum(engine, account_id) == 4 * MICROS

@@ -1,0 +1,164 @@
+"""Group commit for SpendCredits: concurrent spends on one account share one transaction.
+
+An account has at most one flush in flight. Spends that arrive meanwhile queue behind it, and
+the first of them leads the next flush, taking up to MAX_BATCH queued spends into one
+transaction: one account lock, one read of the buckets, batched writes, one COMMIT.
+
+Invariants (each is a test in tests/integration):
+- Every spend in a batch gets the outcome it would get if the batch's spends ran one after
+  another in arrival order: the book checks each against the balance left by those before it,
+  and a refused spend changes nothing (AccountBook.spend refuses before it moves anything).
+- Idempotency as for single calls: the keys' records are read after the account lock is held,
+  so a twin committed by another process while this one waited is seen and replayed; a key
+  repeated inside the batch replays the first (or is refused when the request differs); the
+  new records are written in the same transaction as the entries.
+- If the batch's transaction fails as a whole, each spend is run again on its own, so one bad
+  spend cannot take the others down with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from billing_service.db import dataclass_json as codec
+from billing_service.db.idempotency import IdempotencyRecord
+from billing_service.domain.clock import Clock
+from billing_service.domain.errors import DomainError, IdempotencyKeyReused
+from billing_service.domain.model import EntryContext
+from billing_service.service_layer.books import open_book, save_book
+from billing_service.service_layer.idempotency import Outcome
+from billing_service.service_layer.results import SpendResult
+from billing_service.service_layer.unit_of_work import Database, Tx
+
+OPERATION = "SpendCredits"
+MAX_BATCH = 64
+
+
+@dataclass
+class PendingSpend:
+    """One queued spend and, once flushed, its outcome or error."""
+
+    amount: int
+    context: EntryContext
+    key: str
+    fingerprint: str
+    alone: Callable[[], Outcome[SpendResult]]
+    outcome: Outcome[SpendResult] | None = None
+    error: BaseException | None = None
+    finished: bool = False
+    promoted: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+class SpendBatcher:
+    """Per-account queues of spends, each flushed by one leader at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, list[PendingSpend]] = {}
+
+    def spend(
+        self, db: Database, clock: Clock, account_id: str, pending: PendingSpend
+    ) -> Outcome[SpendResult]:
+        """Queue a spend, lead flushes when it is this spend's turn, and return its outcome."""
+        with self._lock:
+            queue = self._queues.get(account_id)
+            lead = queue is None
+            if queue is None:
+                self._queues[account_id] = [pending]
+            else:
+                queue.append(pending)
+        if lead:
+            self._lead(db, clock, account_id)
+        while not pending.finished:
+            pending.wake.wait()
+            pending.wake.clear()
+            if pending.promoted and not pending.finished:
+                pending.promoted = False
+                self._lead(db, clock, account_id)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outcome is not None
+        return pending.outcome
+
+    def _lead(self, db: Database, clock: Clock, account_id: str) -> None:
+        with self._lock:
+            queue = self._queues[account_id]
+            batch = queue[:MAX_BATCH]
+            del queue[:MAX_BATCH]
+        self._flush(db, clock, account_id, batch)
+        with self._lock:
+            queue = self._queues[account_id]
+            if queue:
+                queue[0].promoted = True
+                queue[0].wake.set()
+            else:
+                del self._queues[account_id]
+
+    def _flush(
+        self,
+        db: Database,
+        clock: Clock,
+        account_id: str,
+        batch: list[PendingSpend],
+    ) -> None:
+        results: list[Outcome[SpendResult] | DomainError | None]
+        try:
+            results = list(db.write(lambda tx: _apply(tx, clock, account_id, batch)))
+        except BaseException:  # every spend is retried alone, below
+            results = [None] * len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            if result is None:
+                try:
+                    pending.outcome = pending.alone()
+                except BaseException as error:
+                    pending.error = error
+            elif isinstance(result, BaseException):
+                pending.error = result
+            else:
+                pending.outcome = result
+            pending.finished = True
+            pending.wake.set()
+
+
+def _apply(
+    tx: Tx, clock: Clock, account_id: str, batch: list[PendingSpend]
+) -> list[Outcome[SpendResult] | DomainError]:
+    now = clock.now()
+    opened = open_book(tx, account_id, now)
+    # Read under the account lock: a twin committed while this transaction waited is visible.
+    records = tx.idempotency.get_many([p.key for p in batch])
+    results: list[Outcome[SpendResult] | DomainError] = []
+    fresh: dict[str, tuple[str, SpendResult]] = {}
+    new_records: list[tuple[str, IdempotencyRecord]] = []
+    for pending in batch:
+        record = records.get(pending.key)
+        if record is not None:
+            if record.operation != OPERATION or record.fingerprint != pending.fingerprint:
+                results.append(IdempotencyKeyReused(OPERATION))
+            else:
+                results.append(Outcome(codec.loads(SpendResult, record.response), replayed=True))
+            continue
+        if pending.key in fresh:
+            fingerprint, earlier = fresh[pending.key]
+            same = fingerprint == pending.fingerprint
+            results.append(
+                Outcome(earlier, replayed=True) if same else IdempotencyKeyReused(OPERATION)
+            )
+            continue
+        try:
+            entry = opened.book.spend(pending.amount, pending.context)
+        except DomainError as error:
+            results.append(error)
+            continue
+        result = SpendResult(entry, opened.book.available)
+        fresh[pending.key] = (pending.fingerprint, result)
+        new_records.append(
+            (pending.key, IdempotencyRecord(OPERATION, pending.fingerprint, codec.dumps(result)))
+        )
+        results.append(Outcome(result, replayed=False))
+    save_book(tx, opened)
+    tx.idempotency.add_many(new_records, now)
+    return results
