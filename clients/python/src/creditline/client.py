@@ -46,6 +46,8 @@ from creditline.v1 import (
     ledger_pb2,
     pricing_pb2,
     reservation_pb2,
+    stripe_event_pb2,
+    subscription_pb2,
 )
 
 Amount: TypeAlias = Decimal | str | int
@@ -815,6 +817,106 @@ class CreditlineClient:
         """List an account's price overrides, newest first (ListAccountPriceOverrides)."""
         request = billing_service_pb2.ListAccountPriceOverridesRequest(account_id=account_id)
         return self._invoke(self._billing.ListAccountPriceOverrides, request, timeout)
+
+    # Catalog, Checkout and Stripe events (BillingService).
+
+    def list_plans(
+        self, *, include_inactive: bool = False, timeout: float | None = None
+    ) -> billing_service_pb2.ListPlansResponse:
+        """List the catalog's subscription plans (ListPlans)."""
+        request = billing_service_pb2.ListPlansRequest(include_inactive=include_inactive)
+        return self._invoke(self._billing.ListPlans, request, timeout)
+
+    def list_credit_packages(
+        self, *, include_inactive: bool = False, timeout: float | None = None
+    ) -> billing_service_pb2.ListCreditPackagesResponse:
+        """List the catalog's credit packages (ListCreditPackages)."""
+        request = billing_service_pb2.ListCreditPackagesRequest(include_inactive=include_inactive)
+        return self._invoke(self._billing.ListCreditPackages, request, timeout)
+
+    def create_checkout_session(
+        self,
+        account_id: str,
+        *,
+        package_id: str = "",
+        plan_id: str = "",
+        success_url: str,
+        cancel_url: str,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_service_pb2.CreateCheckoutSessionResponse:
+        """Start a Stripe Checkout session for a package or a plan (CreateCheckoutSession)."""
+        _exactly_one(package_id, plan_id, "package_id", "plan_id")
+        request = billing_service_pb2.CreateCheckoutSessionRequest(
+            account_id=account_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            idempotency_key=_key(idempotency_key),
+        )
+        if package_id:
+            request.package_id = package_id
+        else:
+            request.plan_id = plan_id
+        return self._invoke(self._billing.CreateCheckoutSession, request, timeout)
+
+    def create_portal_session(
+        self, account_id: str, *, return_url: str, timeout: float | None = None
+    ) -> billing_service_pb2.CreatePortalSessionResponse:
+        """Open a Stripe customer portal session for an account (CreatePortalSession)."""
+        request = billing_service_pb2.CreatePortalSessionRequest(
+            account_id=account_id, return_url=return_url
+        )
+        return self._invoke(self._billing.CreatePortalSession, request, timeout)
+
+    def get_entitlements(
+        self, account_id: str, *, timeout: float | None = None
+    ) -> subscription_pb2.Entitlements:
+        """Get an account's plan, allowance and balance (GetEntitlements)."""
+        request = billing_service_pb2.GetEntitlementsRequest(account_id=account_id)
+        return self._invoke(self._billing.GetEntitlements, request, timeout).entitlements
+
+    def list_subscriptions(
+        self,
+        *,
+        account_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> billing_service_pb2.ListSubscriptionsResponse:
+        """List one page of mirrored Stripe subscriptions (ListSubscriptions)."""
+        request = billing_service_pb2.ListSubscriptionsRequest(
+            account_id=account_id, page_size=page_size, page_token=page_token
+        )
+        return self._invoke(self._billing.ListSubscriptions, request, timeout)
+
+    def iter_subscriptions(
+        self, *, account_id: str = "", page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[subscription_pb2.Subscription]:
+        """Yield every mirrored subscription, fetching pages as they are needed."""
+
+        def fetch(token: str) -> tuple[Iterable[subscription_pb2.Subscription], str]:
+            page = self.list_subscriptions(
+                account_id=account_id, page_size=page_size, page_token=token, timeout=timeout
+            )
+            return page.subscriptions, page.next_page_token
+
+        return _follow_pages(fetch)
+
+    def apply_stripe_event(
+        self,
+        event: stripe_event_pb2.StripeEvent,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_service_pb2.ApplyStripeEventResponse:
+        """Apply one verified Stripe event (ApplyStripeEvent).
+
+        The key defaults to "stripe:" + the event id, so a redelivered event is the same call.
+        """
+        request = billing_service_pb2.ApplyStripeEventRequest(
+            event=event, idempotency_key=idempotency_key or f"stripe:{event.event_id}"
+        )
+        return self._invoke(self._billing.ApplyStripeEvent, request, timeout)
 
     def _invoke(
         self,

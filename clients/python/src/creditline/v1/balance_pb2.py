@@ -26,7 +26,7 @@ from creditline.v1 import grant_pb2 as creditline_dot_v1_dot_grant__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63reditline/v1/balance.proto\x12\rcreditline.v1\x1a\x19\x63reditline/v1/grant.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\t\x12\x0c\n\x04held\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\t\x12$\n\x06grants\x18\x05 \x03(\x0b\x32\x14.creditline.v1.Grant\x12.\n\nas_of_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63reditline/v1/balance.proto\x12\rcreditline.v1\x1a\x19\x63reditline/v1/grant.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x01\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\t\x12\x0c\n\x04held\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\t\x12$\n\x06grants\x18\x05 \x03(\x0b\x32\x14.creditline.v1.Grant\x12.\n\nas_of_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66rozen\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'creditline.v1.balance_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BALANCE']._serialized_start=107
-  _globals['_BALANCE']._serialized_end=272
+  _globals['_BALANCE']._serialized_end=288
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class Balance(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     GRANTS_FIELD_NUMBER: _builtins.int
     AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    FROZEN_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account."""
     balance: _builtins.str
@@ -39,7 +40,12 @@ class Balance(_message.Message):
     held: _builtins.str
     """Credits held by active reservations."""
     available: _builtins.str
-    """Credits that can be spent or held now: balance minus held."""
+    """Credits that can be spent or held now: balance minus held minus frozen."""
+    frozen: _builtins.str
+    """Unheld credits in buckets that cannot be spent for now: purchased credits while a payment
+    dispute is open, and a subscription's credits while its payment is past due (when the
+    server is configured to freeze them).
+    """
     @_builtins.property
     def grants(self) -> _containers.RepeatedCompositeFieldContainer[_grant_pb2.Grant]:
         """The buckets that make up the balance, in the order spending drains them: the active ones,
@@ -59,10 +65,11 @@ class Balance(_message.Message):
         available: _builtins.str = ...,
         grants: _abc.Iterable[_grant_pb2.Grant] | None = ...,
         as_of_time: _timestamp_pb2.Timestamp | None = ...,
+        frozen: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_time", b"as_of_time", "available", b"available", "balance", b"balance", "grants", b"grants", "held", b"held"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_time", b"as_of_time", "available", b"available", "balance", b"balance", "frozen", b"frozen", "grants", b"grants", "held", b"held"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

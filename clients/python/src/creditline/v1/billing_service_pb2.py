@@ -22,53 +22,84 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from creditline.v1 import catalog_pb2 as creditline_dot_v1_dot_catalog__pb2
 from creditline.v1 import pricing_pb2 as creditline_dot_v1_dot_pricing__pb2
+from creditline.v1 import stripe_event_pb2 as creditline_dot_v1_dot_stripe__event__pb2
+from creditline.v1 import subscription_pb2 as creditline_dot_v1_dot_subscription__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#creditline/v1/billing_service.proto\x12\rcreditline.v1\x1a\x1b\x63reditline/v1/pricing.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\x13\x45stimateCostRequest\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.creditline.v1.Usage\x12\x12\n\naccount_id\x18\x02 \x01(\t\"i\n\x14\x45stimateCostResponse\x12-\n\x08\x65stimate\x18\x01 \x01(\x0b\x32\x1b.creditline.v1.CostEstimate\x12\x0f\n\x07\x63overed\x18\x02 \x01(\x08\x12\x11\n\tavailable\x18\x03 \x01(\t\">\n\x15ListPriceBooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x16ListPriceBooksResponse\x12-\n\x0bprice_books\x18\x01 \x03(\x0b\x32\x18.creditline.v1.PriceBook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x16ListModelPricesRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x8b\x01\n\x17ListModelPricesResponse\x12)\n\x06prices\x18\x01 \x03(\x0b\x32\x19.creditline.v1.ModelPrice\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"H\n\x14GetModelPriceRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"o\n\x15GetModelPriceResponse\x12(\n\x05price\x18\x01 \x01(\x0b\x32\x19.creditline.v1.ModelPrice\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\"\xc4\x01\n\x18UpsertModelPricesRequest\x12)\n\x06prices\x18\x01 \x03(\x0b\x32\x19.creditline.v1.ModelPrice\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncredit_usd\x18\x03 \x01(\t\x12\x0e\n\x06markup\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"[\n\x19UpsertModelPricesResponse\x12,\n\nprice_book\x18\x01 \x01(\x0b\x32\x18.creditline.v1.PriceBook\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"#\n\x10ListTiersRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"e\n\x11ListTiersResponse\x12\"\n\x05tiers\x18\x01 \x03(\x0b\x32\x13.creditline.v1.Tier\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\"\x83\x01\n\x11UpsertTierRequest\x12!\n\x04tier\x18\x01 \x01(\x0b\x32\x13.creditline.v1.Tier\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"w\n\x12UpsertTierResponse\x12!\n\x04tier\x18\x01 \x01(\x0b\x32\x13.creditline.v1.Tier\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"p\n\x1eSetAccountPriceOverrideRequest\x12\x35\n\x08override\x18\x01 \x01(\x0b\x32#.creditline.v1.AccountPriceOverride\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"j\n\x1fSetAccountPriceOverrideResponse\x12\x35\n\x08override\x18\x01 \x01(\x0b\x32#.creditline.v1.AccountPriceOverride\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"6\n ListAccountPriceOverridesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"[\n!ListAccountPriceOverridesResponse\x12\x36\n\toverrides\x18\x01 \x03(\x0b\x32#.creditline.v1.AccountPriceOverride2\x8b\x07\n\x0e\x42illingService\x12W\n\x0c\x45stimateCost\x12\".creditline.v1.EstimateCostRequest\x1a#.creditline.v1.EstimateCostResponse\x12]\n\x0eListPriceBooks\x12$.creditline.v1.ListPriceBooksRequest\x1a%.creditline.v1.ListPriceBooksResponse\x12`\n\x0fListModelPrices\x12%.creditline.v1.ListModelPricesRequest\x1a&.creditline.v1.ListModelPricesResponse\x12Z\n\rGetModelPrice\x12#.creditline.v1.GetModelPriceRequest\x1a$.creditline.v1.GetModelPriceResponse\x12\x66\n\x11UpsertModelPrices\x12\'.creditline.v1.UpsertModelPricesRequest\x1a(.creditline.v1.UpsertModelPricesResponse\x12N\n\tListTiers\x12\x1f.creditline.v1.ListTiersRequest\x1a .creditline.v1.ListTiersResponse\x12Q\n\nUpsertTier\x12 .creditline.v1.UpsertTierRequest\x1a!.creditline.v1.UpsertTierResponse\x12x\n\x17SetAccountPriceOverride\x12-.creditline.v1.SetAccountPriceOverrideRequest\x1a..creditline.v1.SetAccountPriceOverrideResponse\x12~\n\x19ListAccountPriceOverrides\x12/.creditline.v1.ListAccountPriceOverridesRequest\x1a\x30.creditline.v1.ListAccountPriceOverridesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#creditline/v1/billing_service.proto\x12\rcreditline.v1\x1a\x1b\x63reditline/v1/catalog.proto\x1a\x1b\x63reditline/v1/pricing.proto\x1a creditline/v1/stripe_event.proto\x1a creditline/v1/subscription.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\x13\x45stimateCostRequest\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.creditline.v1.Usage\x12\x12\n\naccount_id\x18\x02 \x01(\t\"i\n\x14\x45stimateCostResponse\x12-\n\x08\x65stimate\x18\x01 \x01(\x0b\x32\x1b.creditline.v1.CostEstimate\x12\x0f\n\x07\x63overed\x18\x02 \x01(\x08\x12\x11\n\tavailable\x18\x03 \x01(\t\">\n\x15ListPriceBooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x16ListPriceBooksResponse\x12-\n\x0bprice_books\x18\x01 \x03(\x0b\x32\x18.creditline.v1.PriceBook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x16ListModelPricesRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x8b\x01\n\x17ListModelPricesResponse\x12)\n\x06prices\x18\x01 \x03(\x0b\x32\x19.creditline.v1.ModelPrice\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"H\n\x14GetModelPriceRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"o\n\x15GetModelPriceResponse\x12(\n\x05price\x18\x01 \x01(\x0b\x32\x19.creditline.v1.ModelPrice\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\"\xc4\x01\n\x18UpsertModelPricesRequest\x12)\n\x06prices\x18\x01 \x03(\x0b\x32\x19.creditline.v1.ModelPrice\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncredit_usd\x18\x03 \x01(\t\x12\x0e\n\x06markup\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"[\n\x19UpsertModelPricesResponse\x12,\n\nprice_book\x18\x01 \x01(\x0b\x32\x18.creditline.v1.PriceBook\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"#\n\x10ListTiersRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"e\n\x11ListTiersResponse\x12\"\n\x05tiers\x18\x01 \x03(\x0b\x32\x13.creditline.v1.Tier\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\"\x83\x01\n\x11UpsertTierRequest\x12!\n\x04tier\x18\x01 \x01(\x0b\x32\x13.creditline.v1.Tier\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"w\n\x12UpsertTierResponse\x12!\n\x04tier\x18\x01 \x01(\x0b\x32\x13.creditline.v1.Tier\x12,\n\nprice_book\x18\x02 \x01(\x0b\x32\x18.creditline.v1.PriceBook\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"p\n\x1eSetAccountPriceOverrideRequest\x12\x35\n\x08override\x18\x01 \x01(\x0b\x32#.creditline.v1.AccountPriceOverride\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"j\n\x1fSetAccountPriceOverrideResponse\x12\x35\n\x08override\x18\x01 \x01(\x0b\x32#.creditline.v1.AccountPriceOverride\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"6\n ListAccountPriceOverridesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"[\n!ListAccountPriceOverridesResponse\x12\x36\n\toverrides\x18\x01 \x03(\x0b\x32#.creditline.v1.AccountPriceOverride\",\n\x10ListPlansRequest\x12\x18\n\x10include_inactive\x18\x01 \x01(\x08\"7\n\x11ListPlansResponse\x12\"\n\x05plans\x18\x01 \x03(\x0b\x32\x13.creditline.v1.Plan\"5\n\x19ListCreditPackagesRequest\x12\x18\n\x10include_inactive\x18\x01 \x01(\x08\"L\n\x1aListCreditPackagesResponse\x12.\n\x08packages\x18\x01 \x03(\x0b\x32\x1c.creditline.v1.CreditPackage\"\xa5\x01\n\x1c\x43reateCheckoutSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\npackage_id\x18\x02 \x01(\tH\x00\x12\x11\n\x07plan_id\x18\x03 \x01(\tH\x00\x12\x13\n\x0bsuccess_url\x18\x04 \x01(\t\x12\x12\n\ncancel_url\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\x06\n\x04item\"\\\n\x1d\x43reateCheckoutSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x1a\n\x12stripe_customer_id\x18\x03 \x01(\t\"D\n\x1a\x43reatePortalSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nreturn_url\x18\x02 \x01(\t\"*\n\x1b\x43reatePortalSessionResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\",\n\x16GetEntitlementsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"L\n\x17GetEntitlementsResponse\x12\x31\n\x0c\x65ntitlements\x18\x01 \x01(\x0b\x32\x1b.creditline.v1.Entitlements\"U\n\x18ListSubscriptionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x19ListSubscriptionsResponse\x12\x32\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x1b.creditline.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x17\x41pplyStripeEventRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.creditline.v1.StripeEvent\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"q\n\x18\x41pplyStripeEventResponse\x12\x32\n\x07outcome\x18\x01 \x01(\x0e\x32!.creditline.v1.StripeEventOutcome\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x11\n\tgrant_ids\x18\x03 \x03(\t2\xd7\x0c\n\x0e\x42illingService\x12W\n\x0c\x45stimateCost\x12\".creditline.v1.EstimateCostRequest\x1a#.creditline.v1.EstimateCostResponse\x12]\n\x0eListPriceBooks\x12$.creditline.v1.ListPriceBooksRequest\x1a%.creditline.v1.ListPriceBooksResponse\x12`\n\x0fListModelPrices\x12%.creditline.v1.ListModelPricesRequest\x1a&.creditline.v1.ListModelPricesResponse\x12Z\n\rGetModelPrice\x12#.creditline.v1.GetModelPriceRequest\x1a$.creditline.v1.GetModelPriceResponse\x12\x66\n\x11UpsertModelPrices\x12\'.creditline.v1.UpsertModelPricesRequest\x1a(.creditline.v1.UpsertModelPricesResponse\x12N\n\tListTiers\x12\x1f.creditline.v1.ListTiersRequest\x1a .creditline.v1.ListTiersResponse\x12Q\n\nUpsertTier\x12 .creditline.v1.UpsertTierRequest\x1a!.creditline.v1.UpsertTierResponse\x12x\n\x17SetAccountPriceOverride\x12-.creditline.v1.SetAccountPriceOverrideRequest\x1a..creditline.v1.SetAccountPriceOverrideResponse\x12~\n\x19ListAccountPriceOverrides\x12/.creditline.v1.ListAccountPriceOverridesRequest\x1a\x30.creditline.v1.ListAccountPriceOverridesResponse\x12N\n\tListPlans\x12\x1f.creditline.v1.ListPlansRequest\x1a .creditline.v1.ListPlansResponse\x12i\n\x12ListCreditPackages\x12(.creditline.v1.ListCreditPackagesRequest\x1a).creditline.v1.ListCreditPackagesResponse\x12r\n\x15\x43reateCheckoutSession\x12+.creditline.v1.CreateCheckoutSessionRequest\x1a,.creditline.v1.CreateCheckoutSessionResponse\x12l\n\x13\x43reatePortalSession\x12).creditline.v1.CreatePortalSessionRequest\x1a*.creditline.v1.CreatePortalSessionResponse\x12`\n\x0fGetEntitlements\x12%.creditline.v1.GetEntitlementsRequest\x1a&.creditline.v1.GetEntitlementsResponse\x12\x66\n\x11ListSubscriptions\x12\'.creditline.v1.ListSubscriptionsRequest\x1a(.creditline.v1.ListSubscriptionsResponse\x12\x63\n\x10\x41pplyStripeEvent\x12&.creditline.v1.ApplyStripeEventRequest\x1a\'.creditline.v1.ApplyStripeEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'creditline.v1.billing_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ESTIMATECOSTREQUEST']._serialized_start=116
-  _globals['_ESTIMATECOSTREQUEST']._serialized_end=194
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=196
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=301
-  _globals['_LISTPRICEBOOKSREQUEST']._serialized_start=303
-  _globals['_LISTPRICEBOOKSREQUEST']._serialized_end=365
-  _globals['_LISTPRICEBOOKSRESPONSE']._serialized_start=367
-  _globals['_LISTPRICEBOOKSRESPONSE']._serialized_end=463
-  _globals['_LISTMODELPRICESREQUEST']._serialized_start=465
-  _globals['_LISTMODELPRICESREQUEST']._serialized_end=563
-  _globals['_LISTMODELPRICESRESPONSE']._serialized_start=566
-  _globals['_LISTMODELPRICESRESPONSE']._serialized_end=705
-  _globals['_GETMODELPRICEREQUEST']._serialized_start=707
-  _globals['_GETMODELPRICEREQUEST']._serialized_end=779
-  _globals['_GETMODELPRICERESPONSE']._serialized_start=781
-  _globals['_GETMODELPRICERESPONSE']._serialized_end=892
-  _globals['_UPSERTMODELPRICESREQUEST']._serialized_start=895
-  _globals['_UPSERTMODELPRICESREQUEST']._serialized_end=1091
-  _globals['_UPSERTMODELPRICESRESPONSE']._serialized_start=1093
-  _globals['_UPSERTMODELPRICESRESPONSE']._serialized_end=1184
-  _globals['_LISTTIERSREQUEST']._serialized_start=1186
-  _globals['_LISTTIERSREQUEST']._serialized_end=1221
-  _globals['_LISTTIERSRESPONSE']._serialized_start=1223
-  _globals['_LISTTIERSRESPONSE']._serialized_end=1324
-  _globals['_UPSERTTIERREQUEST']._serialized_start=1327
-  _globals['_UPSERTTIERREQUEST']._serialized_end=1458
-  _globals['_UPSERTTIERRESPONSE']._serialized_start=1460
-  _globals['_UPSERTTIERRESPONSE']._serialized_end=1579
-  _globals['_SETACCOUNTPRICEOVERRIDEREQUEST']._serialized_start=1581
-  _globals['_SETACCOUNTPRICEOVERRIDEREQUEST']._serialized_end=1693
-  _globals['_SETACCOUNTPRICEOVERRIDERESPONSE']._serialized_start=1695
-  _globals['_SETACCOUNTPRICEOVERRIDERESPONSE']._serialized_end=1801
-  _globals['_LISTACCOUNTPRICEOVERRIDESREQUEST']._serialized_start=1803
-  _globals['_LISTACCOUNTPRICEOVERRIDESREQUEST']._serialized_end=1857
-  _globals['_LISTACCOUNTPRICEOVERRIDESRESPONSE']._serialized_start=1859
-  _globals['_LISTACCOUNTPRICEOVERRIDESRESPONSE']._serialized_end=1950
-  _globals['_BILLINGSERVICE']._serialized_start=1953
-  _globals['_BILLINGSERVICE']._serialized_end=2860
+  _globals['_ESTIMATECOSTREQUEST']._serialized_start=213
+  _globals['_ESTIMATECOSTREQUEST']._serialized_end=291
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=293
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=398
+  _globals['_LISTPRICEBOOKSREQUEST']._serialized_start=400
+  _globals['_LISTPRICEBOOKSREQUEST']._serialized_end=462
+  _globals['_LISTPRICEBOOKSRESPONSE']._serialized_start=464
+  _globals['_LISTPRICEBOOKSRESPONSE']._serialized_end=560
+  _globals['_LISTMODELPRICESREQUEST']._serialized_start=562
+  _globals['_LISTMODELPRICESREQUEST']._serialized_end=660
+  _globals['_LISTMODELPRICESRESPONSE']._serialized_start=663
+  _globals['_LISTMODELPRICESRESPONSE']._serialized_end=802
+  _globals['_GETMODELPRICEREQUEST']._serialized_start=804
+  _globals['_GETMODELPRICEREQUEST']._serialized_end=876
+  _globals['_GETMODELPRICERESPONSE']._serialized_start=878
+  _globals['_GETMODELPRICERESPONSE']._serialized_end=989
+  _globals['_UPSERTMODELPRICESREQUEST']._serialized_start=992
+  _globals['_UPSERTMODELPRICESREQUEST']._serialized_end=1188
+  _globals['_UPSERTMODELPRICESRESPONSE']._serialized_start=1190
+  _globals['_UPSERTMODELPRICESRESPONSE']._serialized_end=1281
+  _globals['_LISTTIERSREQUEST']._serialized_start=1283
+  _globals['_LISTTIERSREQUEST']._serialized_end=1318
+  _globals['_LISTTIERSRESPONSE']._serialized_start=1320
+  _globals['_LISTTIERSRESPONSE']._serialized_end=1421
+  _globals['_UPSERTTIERREQUEST']._serialized_start=1424
+  _globals['_UPSERTTIERREQUEST']._serialized_end=1555
+  _globals['_UPSERTTIERRESPONSE']._serialized_start=1557
+  _globals['_UPSERTTIERRESPONSE']._serialized_end=1676
+  _globals['_SETACCOUNTPRICEOVERRIDEREQUEST']._serialized_start=1678
+  _globals['_SETACCOUNTPRICEOVERRIDEREQUEST']._serialized_end=1790
+  _globals['_SETACCOUNTPRICEOVERRIDERESPONSE']._serialized_start=1792
+  _globals['_SETACCOUNTPRICEOVERRIDERESPONSE']._serialized_end=1898
+  _globals['_LISTACCOUNTPRICEOVERRIDESREQUEST']._serialized_start=1900
+  _globals['_LISTACCOUNTPRICEOVERRIDESREQUEST']._serialized_end=1954
+  _globals['_LISTACCOUNTPRICEOVERRIDESRESPONSE']._serialized_start=1956
+  _globals['_LISTACCOUNTPRICEOVERRIDESRESPONSE']._serialized_end=2047
+  _globals['_LISTPLANSREQUEST']._serialized_start=2049
+  _globals['_LISTPLANSREQUEST']._serialized_end=2093
+  _globals['_LISTPLANSRESPONSE']._serialized_start=2095
+  _globals['_LISTPLANSRESPONSE']._serialized_end=2150
+  _globals['_LISTCREDITPACKAGESREQUEST']._serialized_start=2152
+  _globals['_LISTCREDITPACKAGESREQUEST']._serialized_end=2205
+  _globals['_LISTCREDITPACKAGESRESPONSE']._serialized_start=2207
+  _globals['_LISTCREDITPACKAGESRESPONSE']._serialized_end=2283
+  _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_start=2286
+  _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_end=2451
+  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_start=2453
+  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_end=2545
+  _globals['_CREATEPORTALSESSIONREQUEST']._serialized_start=2547
+  _globals['_CREATEPORTALSESSIONREQUEST']._serialized_end=2615
+  _globals['_CREATEPORTALSESSIONRESPONSE']._serialized_start=2617
+  _globals['_CREATEPORTALSESSIONRESPONSE']._serialized_end=2659
+  _globals['_GETENTITLEMENTSREQUEST']._serialized_start=2661
+  _globals['_GETENTITLEMENTSREQUEST']._serialized_end=2705
+  _globals['_GETENTITLEMENTSRESPONSE']._serialized_start=2707
+  _globals['_GETENTITLEMENTSRESPONSE']._serialized_end=2783
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=2785
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=2870
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=2872
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=2976
+  _globals['_APPLYSTRIPEEVENTREQUEST']._serialized_start=2978
+  _globals['_APPLYSTRIPEEVENTREQUEST']._serialized_end=3071
+  _globals['_APPLYSTRIPEEVENTRESPONSE']._serialized_start=3073
+  _globals['_APPLYSTRIPEEVENTRESPONSE']._serialized_end=3186
+  _globals['_BILLINGSERVICE']._serialized_start=3189
+  _globals['_BILLINGSERVICE']._serialized_end=4812
 # @@protoc_insertion_point(module_scope)

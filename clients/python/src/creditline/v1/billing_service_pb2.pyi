@@ -4,7 +4,10 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from creditline.v1 import catalog_pb2 as _catalog_pb2
 from creditline.v1 import pricing_pb2 as _pricing_pb2
+from creditline.v1 import stripe_event_pb2 as _stripe_event_pb2
+from creditline.v1 import subscription_pb2 as _subscription_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -559,3 +562,381 @@ class ListAccountPriceOverridesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAccountPriceOverridesResponse: _TypeAlias = ListAccountPriceOverridesResponse  # noqa: Y015
+
+@_typing.final
+class ListPlansRequest(_message.Message):
+    """ListPlansRequest filters the plans."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_INACTIVE_FIELD_NUMBER: _builtins.int
+    include_inactive: _builtins.bool
+    """Whether plans no longer on sale are listed too."""
+    def __init__(
+        self,
+        *,
+        include_inactive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_inactive", b"include_inactive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansRequest: _TypeAlias = ListPlansRequest  # noqa: Y015
+
+@_typing.final
+class ListPlansResponse(_message.Message):
+    """ListPlansResponse is the catalog's plans."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLANS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plans(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Plan]:
+        """The plans, by interval then price."""
+
+    def __init__(
+        self,
+        *,
+        plans: _abc.Iterable[_catalog_pb2.Plan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plans", b"plans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansResponse: _TypeAlias = ListPlansResponse  # noqa: Y015
+
+@_typing.final
+class ListCreditPackagesRequest(_message.Message):
+    """ListCreditPackagesRequest filters the packages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_INACTIVE_FIELD_NUMBER: _builtins.int
+    include_inactive: _builtins.bool
+    """Whether packages no longer on sale are listed too."""
+    def __init__(
+        self,
+        *,
+        include_inactive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_inactive", b"include_inactive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditPackagesRequest: _TypeAlias = ListCreditPackagesRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditPackagesResponse(_message.Message):
+    """ListCreditPackagesResponse is the catalog's packages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.CreditPackage]:
+        """The packages, by price."""
+
+    def __init__(
+        self,
+        *,
+        packages: _abc.Iterable[_catalog_pb2.CreditPackage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["packages", b"packages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditPackagesResponse: _TypeAlias = ListCreditPackagesResponse  # noqa: Y015
+
+@_typing.final
+class CreateCheckoutSessionRequest(_message.Message):
+    """CreateCheckoutSessionRequest names the account and what it buys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    SUCCESS_URL_FIELD_NUMBER: _builtins.int
+    CANCEL_URL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The buying account."""
+    package_id: _builtins.str
+    """A credit package: a one-time payment."""
+    plan_id: _builtins.str
+    """A plan: a subscription."""
+    success_url: _builtins.str
+    """Where Stripe sends the buyer after paying."""
+    cancel_url: _builtins.str
+    """Where Stripe sends the buyer on cancel."""
+    idempotency_key: _builtins.str
+    """Makes retries safe: the same key returns the same session."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        package_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        success_url: _builtins.str = ...,
+        cancel_url: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "package_id", b"package_id", "plan_id", b"plan_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "idempotency_key", b"idempotency_key", "item", b"item", "package_id", b"package_id", "plan_id", b"plan_id", "success_url", b"success_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["package_id", "plan_id"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___CreateCheckoutSessionRequest: _TypeAlias = CreateCheckoutSessionRequest  # noqa: Y015
+
+@_typing.final
+class CreateCheckoutSessionResponse(_message.Message):
+    """CreateCheckoutSessionResponse is the session to send the buyer to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    STRIPE_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The Stripe Checkout session id."""
+    url: _builtins.str
+    """The URL of the hosted payment page."""
+    stripe_customer_id: _builtins.str
+    """The account's Stripe customer."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        stripe_customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "stripe_customer_id", b"stripe_customer_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCheckoutSessionResponse: _TypeAlias = CreateCheckoutSessionResponse  # noqa: Y015
+
+@_typing.final
+class CreatePortalSessionRequest(_message.Message):
+    """CreatePortalSessionRequest names the account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    RETURN_URL_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account whose customer opens the portal."""
+    return_url: _builtins.str
+    """Where the portal's back link goes."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        return_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "return_url", b"return_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePortalSessionRequest: _TypeAlias = CreatePortalSessionRequest  # noqa: Y015
+
+@_typing.final
+class CreatePortalSessionResponse(_message.Message):
+    """CreatePortalSessionResponse is the portal to send the customer to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The URL of the portal session."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePortalSessionResponse: _TypeAlias = CreatePortalSessionResponse  # noqa: Y015
+
+@_typing.final
+class GetEntitlementsRequest(_message.Message):
+    """GetEntitlementsRequest names the account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEntitlementsRequest: _TypeAlias = GetEntitlementsRequest  # noqa: Y015
+
+@_typing.final
+class GetEntitlementsResponse(_message.Message):
+    """GetEntitlementsResponse carries the entitlements."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITLEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entitlements(self) -> _subscription_pb2.Entitlements:
+        """What the account may use now."""
+
+    def __init__(
+        self,
+        *,
+        entitlements: _subscription_pb2.Entitlements | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEntitlementsResponse: _TypeAlias = GetEntitlementsResponse  # noqa: Y015
+
+@_typing.final
+class ListSubscriptionsRequest(_message.Message):
+    """ListSubscriptionsRequest pages through subscriptions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """When set, only this account's subscriptions."""
+    page_size: _builtins.int
+    """At most this many: 1 to 1000, 100 when 0."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, or empty for the first."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSubscriptionsRequest: _TypeAlias = ListSubscriptionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSubscriptionsResponse(_message.Message):
+    """ListSubscriptionsResponse is one page of subscriptions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token of the next page, or empty on the last page."""
+    @_builtins.property
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[_subscription_pb2.Subscription]:
+        """The subscriptions, by subscription id."""
+
+    def __init__(
+        self,
+        *,
+        subscriptions: _abc.Iterable[_subscription_pb2.Subscription] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "subscriptions", b"subscriptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSubscriptionsResponse: _TypeAlias = ListSubscriptionsResponse  # noqa: Y015
+
+@_typing.final
+class ApplyStripeEventRequest(_message.Message):
+    """ApplyStripeEventRequest carries one verified event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """"stripe:" + the event id, so a redelivered event is the same call."""
+    @_builtins.property
+    def event(self) -> _stripe_event_pb2.StripeEvent:
+        """The event."""
+
+    def __init__(
+        self,
+        *,
+        event: _stripe_event_pb2.StripeEvent | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyStripeEventRequest: _TypeAlias = ApplyStripeEventRequest  # noqa: Y015
+
+@_typing.final
+class ApplyStripeEventResponse(_message.Message):
+    """ApplyStripeEventResponse says what the event did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    GRANT_IDS_FIELD_NUMBER: _builtins.int
+    outcome: _stripe_event_pb2.StripeEventOutcome.ValueType
+    """Applied, ignored or stale."""
+    detail: _builtins.str
+    """A sentence saying what was done, for logs."""
+    @_builtins.property
+    def grant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The grants the event created, if any."""
+
+    def __init__(
+        self,
+        *,
+        outcome: _stripe_event_pb2.StripeEventOutcome.ValueType = ...,
+        detail: _builtins.str = ...,
+        grant_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "grant_ids", b"grant_ids", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyStripeEventResponse: _TypeAlias = ApplyStripeEventResponse  # noqa: Y015

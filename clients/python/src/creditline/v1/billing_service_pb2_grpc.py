@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class BillingServiceStub:
-    """BillingService prices usage from the charge matrix (the price book) and manages that matrix.
+    """BillingService prices usage from the charge matrix (the price book) and manages that matrix,
+    sells credits through Stripe (catalog, Checkout, the customer portal) and applies what Stripe
+    reports through the webhook gateway.
 
     Prices are exact decimal strings in USD; credits are exact decimal strings with at most 6
     fractional digits. Every line of an estimate is computed exactly and rounded up to the next
@@ -85,10 +87,47 @@ class BillingServiceStub:
                 request_serializer=creditline_dot_v1_dot_billing__service__pb2.ListAccountPriceOverridesRequest.SerializeToString,
                 response_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListAccountPriceOverridesResponse.FromString,
                 _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/creditline.v1.BillingService/ListPlans',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
+        self.ListCreditPackages = channel.unary_unary(
+                '/creditline.v1.BillingService/ListCreditPackages',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.ListCreditPackagesRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListCreditPackagesResponse.FromString,
+                _registered_method=True)
+        self.CreateCheckoutSession = channel.unary_unary(
+                '/creditline.v1.BillingService/CreateCheckoutSession',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.CreateCheckoutSessionRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.CreateCheckoutSessionResponse.FromString,
+                _registered_method=True)
+        self.CreatePortalSession = channel.unary_unary(
+                '/creditline.v1.BillingService/CreatePortalSession',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.CreatePortalSessionRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.CreatePortalSessionResponse.FromString,
+                _registered_method=True)
+        self.GetEntitlements = channel.unary_unary(
+                '/creditline.v1.BillingService/GetEntitlements',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.GetEntitlementsRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.GetEntitlementsResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/creditline.v1.BillingService/ListSubscriptions',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.ApplyStripeEvent = channel.unary_unary(
+                '/creditline.v1.BillingService/ApplyStripeEvent',
+                request_serializer=creditline_dot_v1_dot_billing__service__pb2.ApplyStripeEventRequest.SerializeToString,
+                response_deserializer=creditline_dot_v1_dot_billing__service__pb2.ApplyStripeEventResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
-    """BillingService prices usage from the charge matrix (the price book) and manages that matrix.
+    """BillingService prices usage from the charge matrix (the price book) and manages that matrix,
+    sells credits through Stripe (catalog, Checkout, the customer portal) and applies what Stripe
+    reports through the webhook gateway.
 
     Prices are exact decimal strings in USD; credits are exact decimal strings with at most 6
     fractional digits. Every line of an estimate is computed exactly and rounded up to the next
@@ -173,6 +212,72 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlans(self, request, context):
+        """Lists the subscription plans of the catalog.
+        Errors: none beyond authentication.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCreditPackages(self, request, context):
+        """Lists the credit packages of the catalog.
+        Errors: none beyond authentication.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCheckoutSession(self, request, context):
+        """Starts a Stripe Checkout session: a package is a one-time payment, a plan a subscription.
+        Creates the account's Stripe customer on first use and reuses it afterwards.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND, CATALOG_ITEM_NOT_FOUND), INVALID_ARGUMENT,
+        FAILED_PRECONDITION (STRIPE_NOT_CONFIGURED, CATALOG_NOT_PUSHED: the item has no Stripe
+        price yet), UNAVAILABLE (STRIPE_UNAVAILABLE: Stripe could not be reached; retry with the
+        same key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePortalSession(self, request, context):
+        """Opens a Stripe customer portal session for an account that has a Stripe customer.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT, FAILED_PRECONDITION
+        (STRIPE_NOT_CONFIGURED, NO_STRIPE_CUSTOMER), UNAVAILABLE (STRIPE_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntitlements(self, request, context):
+        """Gets what an account may use now: plan, subscription status and period, allowance left
+        and balance.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Lists the subscriptions Creditline mirrors, by subscription id.
+        Errors: INVALID_ARGUMENT (bad page_size or page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyStripeEvent(self, request, context):
+        """Applies one verified Stripe event. Applying an event again, or an event older than what
+        was applied for the same object, changes nothing (DESIGN §4.4). Called by the webhook
+        gateway with the idempotency key "stripe:" + event id.
+        Errors: INVALID_ARGUMENT (missing fields), NOT_FOUND (ACCOUNT_NOT_FOUND when an event names
+        an account Creditline does not know, CATALOG_ITEM_NOT_FOUND for a price outside the
+        catalog), ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +326,41 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     request_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListAccountPriceOverridesRequest.FromString,
                     response_serializer=creditline_dot_v1_dot_billing__service__pb2.ListAccountPriceOverridesResponse.SerializeToString,
             ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListPlansRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'ListCreditPackages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCreditPackages,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListCreditPackagesRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.ListCreditPackagesResponse.SerializeToString,
+            ),
+            'CreateCheckoutSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckoutSession,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.CreateCheckoutSessionRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.CreateCheckoutSessionResponse.SerializeToString,
+            ),
+            'CreatePortalSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePortalSession,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.CreatePortalSessionRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.CreatePortalSessionResponse.SerializeToString,
+            ),
+            'GetEntitlements': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntitlements,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.GetEntitlementsRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.GetEntitlementsResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'ApplyStripeEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyStripeEvent,
+                    request_deserializer=creditline_dot_v1_dot_billing__service__pb2.ApplyStripeEventRequest.FromString,
+                    response_serializer=creditline_dot_v1_dot_billing__service__pb2.ApplyStripeEventResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'creditline.v1.BillingService', rpc_method_handlers)
@@ -230,7 +370,9 @@ def add_BillingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BillingService:
-    """BillingService prices usage from the charge matrix (the price book) and manages that matrix.
+    """BillingService prices usage from the charge matrix (the price book) and manages that matrix,
+    sells credits through Stripe (catalog, Checkout, the customer portal) and applies what Stripe
+    reports through the webhook gateway.
 
     Prices are exact decimal strings in USD; credits are exact decimal strings with at most 6
     fractional digits. Every line of an estimate is computed exactly and rounded up to the next
@@ -471,6 +613,195 @@ class BillingService:
             '/creditline.v1.BillingService/ListAccountPriceOverrides',
             creditline_dot_v1_dot_billing__service__pb2.ListAccountPriceOverridesRequest.SerializeToString,
             creditline_dot_v1_dot_billing__service__pb2.ListAccountPriceOverridesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/ListPlans',
+            creditline_dot_v1_dot_billing__service__pb2.ListPlansRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCreditPackages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/ListCreditPackages',
+            creditline_dot_v1_dot_billing__service__pb2.ListCreditPackagesRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.ListCreditPackagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckoutSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/CreateCheckoutSession',
+            creditline_dot_v1_dot_billing__service__pb2.CreateCheckoutSessionRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.CreateCheckoutSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePortalSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/CreatePortalSession',
+            creditline_dot_v1_dot_billing__service__pb2.CreatePortalSessionRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.CreatePortalSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntitlements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/GetEntitlements',
+            creditline_dot_v1_dot_billing__service__pb2.GetEntitlementsRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.GetEntitlementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/ListSubscriptions',
+            creditline_dot_v1_dot_billing__service__pb2.ListSubscriptionsRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyStripeEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditline.v1.BillingService/ApplyStripeEvent',
+            creditline_dot_v1_dot_billing__service__pb2.ApplyStripeEventRequest.SerializeToString,
+            creditline_dot_v1_dot_billing__service__pb2.ApplyStripeEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

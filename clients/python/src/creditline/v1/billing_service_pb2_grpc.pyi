@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class BillingServiceStub:
-    """BillingService prices usage from the charge matrix (the price book) and manages that matrix.
+    """BillingService prices usage from the charge matrix (the price book) and manages that matrix,
+    sells credits through Stripe (catalog, Checkout, the customer portal) and applies what Stripe
+    reports through the webhook gateway.
 
     Prices are exact decimal strings in USD; credits are exact decimal strings with at most 6
     fractional digits. Every line of an estimate is computed exactly and rounded up to the next
@@ -80,10 +82,50 @@ class BillingServiceStub:
     """Lists an account's price overrides, newest first.
     Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
     """
+    ListPlans: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListPlansRequest, _billing_service_pb2.ListPlansResponse]
+    """Lists the subscription plans of the catalog.
+    Errors: none beyond authentication.
+    """
+    ListCreditPackages: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditPackagesRequest, _billing_service_pb2.ListCreditPackagesResponse]
+    """Lists the credit packages of the catalog.
+    Errors: none beyond authentication.
+    """
+    CreateCheckoutSession: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.CreateCheckoutSessionRequest, _billing_service_pb2.CreateCheckoutSessionResponse]
+    """Starts a Stripe Checkout session: a package is a one-time payment, a plan a subscription.
+    Creates the account's Stripe customer on first use and reuses it afterwards.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND, CATALOG_ITEM_NOT_FOUND), INVALID_ARGUMENT,
+    FAILED_PRECONDITION (STRIPE_NOT_CONFIGURED, CATALOG_NOT_PUSHED: the item has no Stripe
+    price yet), UNAVAILABLE (STRIPE_UNAVAILABLE: Stripe could not be reached; retry with the
+    same key).
+    """
+    CreatePortalSession: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.CreatePortalSessionRequest, _billing_service_pb2.CreatePortalSessionResponse]
+    """Opens a Stripe customer portal session for an account that has a Stripe customer.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT, FAILED_PRECONDITION
+    (STRIPE_NOT_CONFIGURED, NO_STRIPE_CUSTOMER), UNAVAILABLE (STRIPE_UNAVAILABLE).
+    """
+    GetEntitlements: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetEntitlementsRequest, _billing_service_pb2.GetEntitlementsResponse]
+    """Gets what an account may use now: plan, subscription status and period, allowance left
+    and balance.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
+    """
+    ListSubscriptions: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListSubscriptionsRequest, _billing_service_pb2.ListSubscriptionsResponse]
+    """Lists the subscriptions Creditline mirrors, by subscription id.
+    Errors: INVALID_ARGUMENT (bad page_size or page_token).
+    """
+    ApplyStripeEvent: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ApplyStripeEventRequest, _billing_service_pb2.ApplyStripeEventResponse]
+    """Applies one verified Stripe event. Applying an event again, or an event older than what
+    was applied for the same object, changes nothing (DESIGN §4.4). Called by the webhook
+    gateway with the idempotency key "stripe:" + event id.
+    Errors: INVALID_ARGUMENT (missing fields), NOT_FOUND (ACCOUNT_NOT_FOUND when an event names
+    an account Creditline does not know, CATALOG_ITEM_NOT_FOUND for a price outside the
+    catalog), ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
-    """BillingService prices usage from the charge matrix (the price book) and manages that matrix.
+    """BillingService prices usage from the charge matrix (the price book) and manages that matrix,
+    sells credits through Stripe (catalog, Checkout, the customer portal) and applies what Stripe
+    reports through the webhook gateway.
 
     Prices are exact decimal strings in USD; credits are exact decimal strings with at most 6
     fractional digits. Every line of an estimate is computed exactly and rounded up to the next
@@ -133,9 +175,49 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Lists an account's price overrides, newest first.
     Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
     """
+    ListPlans: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListPlansRequest, _billing_service_pb2.ListPlansResponse]  # type: ignore[assignment]
+    """Lists the subscription plans of the catalog.
+    Errors: none beyond authentication.
+    """
+    ListCreditPackages: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditPackagesRequest, _billing_service_pb2.ListCreditPackagesResponse]  # type: ignore[assignment]
+    """Lists the credit packages of the catalog.
+    Errors: none beyond authentication.
+    """
+    CreateCheckoutSession: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.CreateCheckoutSessionRequest, _billing_service_pb2.CreateCheckoutSessionResponse]  # type: ignore[assignment]
+    """Starts a Stripe Checkout session: a package is a one-time payment, a plan a subscription.
+    Creates the account's Stripe customer on first use and reuses it afterwards.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND, CATALOG_ITEM_NOT_FOUND), INVALID_ARGUMENT,
+    FAILED_PRECONDITION (STRIPE_NOT_CONFIGURED, CATALOG_NOT_PUSHED: the item has no Stripe
+    price yet), UNAVAILABLE (STRIPE_UNAVAILABLE: Stripe could not be reached; retry with the
+    same key).
+    """
+    CreatePortalSession: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.CreatePortalSessionRequest, _billing_service_pb2.CreatePortalSessionResponse]  # type: ignore[assignment]
+    """Opens a Stripe customer portal session for an account that has a Stripe customer.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT, FAILED_PRECONDITION
+    (STRIPE_NOT_CONFIGURED, NO_STRIPE_CUSTOMER), UNAVAILABLE (STRIPE_UNAVAILABLE).
+    """
+    GetEntitlements: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetEntitlementsRequest, _billing_service_pb2.GetEntitlementsResponse]  # type: ignore[assignment]
+    """Gets what an account may use now: plan, subscription status and period, allowance left
+    and balance.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
+    """
+    ListSubscriptions: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListSubscriptionsRequest, _billing_service_pb2.ListSubscriptionsResponse]  # type: ignore[assignment]
+    """Lists the subscriptions Creditline mirrors, by subscription id.
+    Errors: INVALID_ARGUMENT (bad page_size or page_token).
+    """
+    ApplyStripeEvent: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ApplyStripeEventRequest, _billing_service_pb2.ApplyStripeEventResponse]  # type: ignore[assignment]
+    """Applies one verified Stripe event. Applying an event again, or an event older than what
+    was applied for the same object, changes nothing (DESIGN §4.4). Called by the webhook
+    gateway with the idempotency key "stripe:" + event id.
+    Errors: INVALID_ARGUMENT (missing fields), NOT_FOUND (ACCOUNT_NOT_FOUND when an event names
+    an account Creditline does not know, CATALOG_ITEM_NOT_FOUND for a price outside the
+    catalog), ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """BillingService prices usage from the charge matrix (the price book) and manages that matrix.
+    """BillingService prices usage from the charge matrix (the price book) and manages that matrix,
+    sells credits through Stripe (catalog, Checkout, the customer portal) and applies what Stripe
+    reports through the webhook gateway.
 
     Prices are exact decimal strings in USD; credits are exact decimal strings with at most 6
     fractional digits. Every line of an estimate is computed exactly and rounded up to the next
@@ -236,6 +318,86 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_billing_service_pb2.ListAccountPriceOverridesResponse, _abc.Awaitable[_billing_service_pb2.ListAccountPriceOverridesResponse]]:
         """Lists an account's price overrides, newest first.
         Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPlans(
+        self,
+        request: _billing_service_pb2.ListPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListPlansResponse, _abc.Awaitable[_billing_service_pb2.ListPlansResponse]]:
+        """Lists the subscription plans of the catalog.
+        Errors: none beyond authentication.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCreditPackages(
+        self,
+        request: _billing_service_pb2.ListCreditPackagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListCreditPackagesResponse, _abc.Awaitable[_billing_service_pb2.ListCreditPackagesResponse]]:
+        """Lists the credit packages of the catalog.
+        Errors: none beyond authentication.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCheckoutSession(
+        self,
+        request: _billing_service_pb2.CreateCheckoutSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.CreateCheckoutSessionResponse, _abc.Awaitable[_billing_service_pb2.CreateCheckoutSessionResponse]]:
+        """Starts a Stripe Checkout session: a package is a one-time payment, a plan a subscription.
+        Creates the account's Stripe customer on first use and reuses it afterwards.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND, CATALOG_ITEM_NOT_FOUND), INVALID_ARGUMENT,
+        FAILED_PRECONDITION (STRIPE_NOT_CONFIGURED, CATALOG_NOT_PUSHED: the item has no Stripe
+        price yet), UNAVAILABLE (STRIPE_UNAVAILABLE: Stripe could not be reached; retry with the
+        same key).
+        """
+
+    @_abc_1.abstractmethod
+    def CreatePortalSession(
+        self,
+        request: _billing_service_pb2.CreatePortalSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.CreatePortalSessionResponse, _abc.Awaitable[_billing_service_pb2.CreatePortalSessionResponse]]:
+        """Opens a Stripe customer portal session for an account that has a Stripe customer.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT, FAILED_PRECONDITION
+        (STRIPE_NOT_CONFIGURED, NO_STRIPE_CUSTOMER), UNAVAILABLE (STRIPE_UNAVAILABLE).
+        """
+
+    @_abc_1.abstractmethod
+    def GetEntitlements(
+        self,
+        request: _billing_service_pb2.GetEntitlementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetEntitlementsResponse, _abc.Awaitable[_billing_service_pb2.GetEntitlementsResponse]]:
+        """Gets what an account may use now: plan, subscription status and period, allowance left
+        and balance.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSubscriptions(
+        self,
+        request: _billing_service_pb2.ListSubscriptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListSubscriptionsResponse, _abc.Awaitable[_billing_service_pb2.ListSubscriptionsResponse]]:
+        """Lists the subscriptions Creditline mirrors, by subscription id.
+        Errors: INVALID_ARGUMENT (bad page_size or page_token).
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyStripeEvent(
+        self,
+        request: _billing_service_pb2.ApplyStripeEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ApplyStripeEventResponse, _abc.Awaitable[_billing_service_pb2.ApplyStripeEventResponse]]:
+        """Applies one verified Stripe event. Applying an event again, or an event older than what
+        was applied for the same object, changes nothing (DESIGN §4.4). Called by the webhook
+        gateway with the idempotency key "stripe:" + event id.
+        Errors: INVALID_ARGUMENT (missing fields), NOT_FOUND (ACCOUNT_NOT_FOUND when an event names
+        an account Creditline does not know, CATALOG_ITEM_NOT_FOUND for a price outside the
+        catalog), ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
         """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
