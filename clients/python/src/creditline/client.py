@@ -846,7 +846,7 @@ class CreditlineClient:
         timeout: float | None = None,
     ) -> billing_service_pb2.CreateCheckoutSessionResponse:
         """Start a Stripe Checkout session for a package or a plan (CreateCheckoutSession)."""
-        _exactly_one(package_id, plan_id, "package_id", "plan_id")
+        _exactly_one(package_id or None, plan_id or None, "package_id", "plan_id")
         request = billing_service_pb2.CreateCheckoutSessionRequest(
             account_id=account_id,
             success_url=success_url,
