@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Creditline server settings."""
 
-    model_config = SettingsConfigDict(env_prefix="CREDITLINE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITLINE_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     database_url: str = Field(
         "sqlite:///creditline.db", description="SQLAlchemy URL: sqlite:///FILE or postgresql://…"
@@ -44,6 +46,26 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time for calls to finish")
     metrics_listen: str = Field(
         "", description="host:port for Prometheus /metrics over HTTP; empty turns it off"
+    )
+    stripe_secret_key: str = Field(
+        "",
+        validation_alias="STRIPE_SECRET_KEY",
+        description="Stripe secret key (sk_…); empty runs without Stripe",
+    )
+    stripe_api_base: str = Field(
+        "https://api.stripe.com",
+        validation_alias="STRIPE_API_BASE",
+        description="Stripe API address; tests point it at a local fake",
+    )
+    stripe_max_network_retries: int = Field(
+        2, ge=0, le=10, description="retries of a failed Stripe request, with its idempotency key"
+    )
+    freeze_allowance_when_past_due: bool = Field(
+        False,
+        description="freeze a subscription's credits while its renewal payment is past due",
+    )
+    seed_default_catalog: bool = Field(
+        True, description="load the shipped catalog (packages and plans) when the catalog is empty"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

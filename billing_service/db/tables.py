@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -48,6 +49,9 @@ accounts = Table(
     Column("held", BigInteger, nullable=False, server_default="0"),
     # No bucket or hold of the account changes state by time before this moment (or never).
     Column("sweep_due_at", BigInteger, nullable=True),
+    # Grant sources whose unheld credits cannot be spent now (comma-separated), kept in step
+    # with open disputes and frozen subscriptions under the account's lock.
+    Column("frozen_sources", String(128), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "parent_id"),
@@ -191,4 +195,115 @@ price_overrides = Table(
     Column("expires_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Index(None, "account_id", "created_at"),
+)
+
+# Credit packages and plans (DESIGN §3 Catalog). Prices are integer minor units, as Stripe
+# counts them; credits are micro-credits.
+catalog_items = Table(
+    "catalog_items",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("unit_amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("interval", String(8), nullable=False, server_default=""),
+    Column("renewal_policy", String(16), nullable=False, server_default=""),
+    Column("rollover_cap", BigInteger, nullable=True),
+    Column("lookup_key", String(200), nullable=False, unique=True),
+    Column("stripe_product_id", String(255), nullable=False, server_default=""),
+    Column("stripe_price_id", String(255), nullable=False, server_default=""),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "stripe_price_id"),
+)
+
+# The mirror of Stripe subscriptions. Stripe's state (status, period, plan) is kept with the
+# (event time, status rank) of the event that set it, so an older event never overwrites it.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("stripe_customer_id", String(255), nullable=False, server_default=""),
+    Column("stripe_plan_id", String(64), nullable=False, server_default=""),
+    Column("status", String(24), nullable=False),
+    Column("state_event_at", BigInteger, nullable=True),
+    Column("state_rank", SmallInteger, nullable=False, server_default="0"),
+    Column("current_period_start", BigInteger, nullable=True),
+    Column("current_period_end", BigInteger, nullable=True),
+    Column("cancel_at_period_end", Boolean, nullable=False, server_default=text("false")),
+    Column("canceled_at", BigInteger, nullable=True),
+    Column("ended_at", BigInteger, nullable=True),
+    # The richest plan seen for the period starting at peak_period_start: an upgrade counts
+    # at once, a downgrade waits for the next period.
+    Column("peak_plan_id", String(64), nullable=False, server_default=""),
+    Column("peak_period_start", BigInteger, nullable=True),
+    Column("allowance_frozen", Boolean, nullable=False, server_default=text("false")),
+    # Yearly plans: paid up to here, and the next monthly allowance is due then.
+    Column("paid_through", BigInteger, nullable=True),
+    Column("next_allowance_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "account_id"),
+    Index(None, "next_allowance_at"),
+)
+
+# One row per allowance period of a subscription: the guard that grants it once.
+allowance_periods = Table(
+    "allowance_periods",
+    metadata,
+    Column("subscription_id", String(255), ForeignKey("subscriptions.id"), primary_key=True),
+    Column("period_start", BigInteger, primary_key=True),
+    Column("period_end", BigInteger, nullable=False),
+    Column("plan_id", String(64), nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("carried", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Credit packages bought through Checkout, one per session, and what was clawed back.
+purchases = Table(
+    "purchases",
+    metadata,
+    Column("checkout_session_id", String(255), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("package_id", String(64), nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("grant_id", String(40), nullable=False),
+    Column("payment_intent_id", String(255), nullable=False, server_default=""),
+    Column("amount_total", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
+    Column("clawed_back", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "payment_intent_id"),
+)
+
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("payment_intent_id", String(255), nullable=False, server_default=""),
+    Column("charge_id", String(255), nullable=False, server_default=""),
+    Column("state", String(16), nullable=False),
+    Column("state_event_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "account_id"),
+)
+
+# Every Stripe event applied (DESIGN §3): a second delivery finds its row and changes nothing.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("applied_at", BigInteger, nullable=False),
+    Index(None, "applied_at"),
 )

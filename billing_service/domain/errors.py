@@ -109,3 +109,18 @@ class Unavailable(DomainError):
     """A dependency (the database) cannot be reached right now; the call changed nothing."""
 
     reason = "DATABASE_UNAVAILABLE"
+
+
+class StripeUnavailable(Unavailable):
+    """Stripe could not be reached or failed; nothing was recorded, retry with the same key."""
+
+    reason = "STRIPE_UNAVAILABLE"
+
+
+def stripe_not_configured(what: str) -> FailedPrecondition:
+    """The refusal of a call that needs Stripe when no Stripe key is configured."""
+    return FailedPrecondition(
+        f"{what} needs Stripe: set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET for the gateway)",
+        reason="STRIPE_NOT_CONFIGURED",
+        setting="STRIPE_SECRET_KEY",
+    )
