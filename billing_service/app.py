@@ -9,9 +9,10 @@ from sqlalchemy import Engine
 from billing_service.db import migrate
 from billing_service.db.engine import build_engine, is_sqlite
 from billing_service.domain.clock import Clock, SystemClock
-from billing_service.service_layer.context import AppContext, HoldPolicy
+from billing_service.service_layer.context import AppContext, BillingPolicy, HoldPolicy
 from billing_service.service_layer.unit_of_work import Database
 from billing_service.settings import Settings
+from billing_service.stripe.client import StripeBilling, build_stripe_client
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,14 @@ def open_engine(settings: Settings) -> Engine:
 
 
 def make_context(engine: Engine, settings: Settings, clock: Clock | None = None) -> AppContext:
-    """The use cases' shared dependencies."""
+    """The use cases' shared dependencies; Stripe only when a secret key is configured."""
+    stripe_client = build_stripe_client(settings)
     return AppContext(
         db=Database(engine),
         clock=clock or SystemClock(),
         holds=HoldPolicy(default_ttl=settings.hold_default_ttl, max_ttl=settings.hold_max_ttl),
+        billing=BillingPolicy(
+            freeze_allowance_when_past_due=settings.freeze_allowance_when_past_due
+        ),
+        stripe=StripeBilling(stripe_client) if stripe_client is not None else None,
     )

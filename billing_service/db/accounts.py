@@ -4,7 +4,7 @@ buckets, holds and ledger: `lock` must come first in any unit of work that chang
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
@@ -17,7 +17,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import accounts
-from billing_service.domain.model import Account, BillingMode
+from billing_service.domain.model import Account, BillingMode, GrantSource
 
 # An arbitrary, fixed key for the advisory lock that orders parent changes.
 _HIERARCHY_LOCK = 0x6372_6564_6974_6C32  # "creditl2"
@@ -26,11 +26,19 @@ _HIERARCHY_LOCK = 0x6372_6564_6974_6C32  # "creditl2"
 class LockedAccount:
     """An account row read under its lock, with the cached sums the book starts from."""
 
-    def __init__(self, account: Account, balance: int, held: int, sweep_due_at: int | None):
+    def __init__(
+        self,
+        account: Account,
+        balance: int,
+        held: int,
+        sweep_due_at: int | None,
+        frozen_sources: str = "",
+    ):
         self.account = account
         self.balance = balance
         self.held = held
         self.sweep_due_at = opt_from_micros(sweep_due_at)
+        self.frozen_sources = parse_sources(frozen_sources)
 
 
 # Built once: these run on every credit-moving call, and building a statement costs more
@@ -48,9 +56,23 @@ _SAVE_SUMS = (
 
 
 _GET = select(accounts).where(accounts.c.id == bindparam("account_id"))
-_SUMS = select(accounts.c.balance, accounts.c.held, accounts.c.sweep_due_at).where(
-    accounts.c.id == bindparam("account_id")
-)
+_SUMS = select(
+    accounts.c.balance, accounts.c.held, accounts.c.sweep_due_at, accounts.c.frozen_sources
+).where(accounts.c.id == bindparam("account_id"))
+
+
+def parse_sources(text: str) -> frozenset[GrantSource]:
+    """The frozen grant sources stored as comma-separated names."""
+    return frozenset(GrantSource(name) for name in text.split(",") if name)
+
+
+class Sums(NamedTuple):
+    """An account's cached sums, read without locking."""
+
+    balance: int
+    held: int
+    sweep_due_at: datetime | None
+    frozen_sources: frozenset[GrantSource]
 
 
 class AccountRepository:
@@ -74,10 +96,41 @@ class AccountRepository:
         row = self._conn.execute(_GET, {"account_id": account_id}).first()
         return None if row is None else _account(row._mapping)
 
-    def get_sums(self, account_id: str) -> tuple[int, int, datetime | None] | None:
-        """The cached balance and held sums and the next sweep time, without locking."""
+    def get_sums(self, account_id: str) -> Sums | None:
+        """The cached balance and held sums, the next sweep time and the frozen sources,
+        without locking."""
         row = self._conn.execute(_SUMS, {"account_id": account_id}).first()
-        return None if row is None else (row[0], row[1], opt_from_micros(row[2]))
+        if row is None:
+            return None
+        return Sums(row[0], row[1], opt_from_micros(row[2]), parse_sources(row[3]))
+
+    def by_stripe_customer(self, customer_id: str) -> str | None:
+        """The id of the account linked to a Stripe customer."""
+        if not customer_id:
+            return None
+        row = self._conn.execute(
+            select(accounts.c.id)
+            .where(accounts.c.stripe_customer_id == customer_id)
+            .order_by(accounts.c.id)
+            .limit(1)
+        ).first()
+        return None if row is None else str(row[0])
+
+    def link_stripe_customer(self, account_id: str, customer_id: str) -> None:
+        """Link an account to its Stripe customer if it has none yet."""
+        self._conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id, accounts.c.stripe_customer_id == "")
+            .values(stripe_customer_id=customer_id)
+        )
+
+    def set_frozen_sources(self, account_id: str, sources: frozenset[GrantSource]) -> None:
+        """Record which grant sources cannot be spent now (under the account's lock)."""
+        self._conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(frozen_sources=",".join(sorted(sources)))
+        )
 
     def lock(self, account_id: str) -> LockedAccount | None:
         """Read the account and hold its row lock until the transaction ends."""
@@ -85,7 +138,9 @@ class AccountRepository:
         if row is None:
             return None
         m = row._mapping
-        return LockedAccount(_account(m), m["balance"], m["held"], m["sweep_due_at"])
+        return LockedAccount(
+            _account(m), m["balance"], m["held"], m["sweep_due_at"], m["frozen_sources"]
+        )
 
     def add(self, account: Account) -> None:
         """Insert a new account with a zero balance."""

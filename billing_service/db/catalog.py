@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -135,11 +134,11 @@ def _row(item: CatalogItem, now: datetime) -> dict[str, Any]:
     }
 
 
-def _item(row: Mapping[str, Any]) -> CatalogItem:
+def _item(row: Any) -> CatalogItem:
     return _package(row) if row["kind"] == PACKAGE else _plan(row)
 
 
-def _package(row: Mapping[str, Any]) -> CreditPackage:
+def _package(row: Any) -> CreditPackage:
     return CreditPackage(
         id=row["id"],
         name=row["name"],
@@ -153,7 +152,7 @@ def _package(row: Mapping[str, Any]) -> CreditPackage:
     )
 
 
-def _plan(row: Mapping[str, Any]) -> Plan:
+def _plan(row: Any) -> Plan:
     return Plan(
         id=row["id"],
         name=row["name"],

@@ -56,6 +56,7 @@ accounts = Table(
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "parent_id"),
     Index(None, "sweep_due_at"),
+    Index(None, "stripe_customer_id"),
 )
 
 buckets = Table(
@@ -293,6 +294,17 @@ disputes = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "account_id"),
+)
+
+# Refunds and disputes that arrived before the purchase they concern: applied when it arrives.
+parked_payment_events = Table(
+    "parked_payment_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("payment_intent_id", String(255), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "payment_intent_id"),
 )
 
 # Every Stripe event applied (DESIGN §3): a second delivery finds its row and changes nothing.

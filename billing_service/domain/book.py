@@ -11,6 +11,9 @@ operation here, and writes back what changed. Invariants kept by this module (DE
 3. A PREPAID account never goes below zero available: `_take` refuses before touching anything.
 4. A bucket's held part stays spendable by its hold after the bucket expires or is voided; when
    the hold lets go of it, `_close_dead_remainders` removes it with an EXPIRY or VOID entry.
+5. Buckets of a frozen source (purchases under dispute, an allowance past due) stay in the
+   balance but cannot be spent or held: `available` leaves out their unheld credits and `_take`
+   skips them. Holds made before the freeze keep what they hold.
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ class AccountBook:
         held: int,
         buckets: Iterable[Bucket],
         now: datetime,
+        frozen_sources: frozenset[GrantSource] = frozenset(),
     ) -> None:
         self.account_id = account_id
         self.balance = balance
         self.held = held
         self.now = now
+        self.frozen_sources = frozen_sources
         self.buckets: dict[str, Bucket] = {b.id: b for b in buckets}
         self.new_entries: list[LedgerEntry] = []
         self.new_bucket_ids: set[str] = set()
@@ -60,7 +65,18 @@ class AccountBook:
     @property
     def available(self) -> int:
         """Credits that can be spent or held now."""
-        return self.balance - self.held
+        if not self.frozen_sources:
+            return self.balance - self.held
+        return self.balance - self.held - self.frozen
+
+    @property
+    def frozen(self) -> int:
+        """Unheld credits in buckets of a frozen source."""
+        return sum(
+            b.unheld
+            for b in self.buckets.values()
+            if b.source in self.frozen_sources and self._is_spendable_status(b)
+        )
 
     def add_buckets(self, buckets: Iterable[Bucket]) -> None:
         """Make buckets that are not live (spent, expired) known, e.g. for a refund."""
@@ -162,6 +178,25 @@ class AccountBook:
             )
         entry = self._close(bucket, GrantStatus.VOIDED, context)
         return self.buckets[grant_id], entry
+
+    def expire_now(self, grant_id: str, context: EntryContext) -> LedgerEntry | None:
+        """Expire a grant's unheld remainder now, as a RESET renewal does."""
+        bucket = self.buckets[grant_id]
+        if bucket.status is not GrantStatus.ACTIVE:
+            return None
+        return self._close(bucket, GrantStatus.EXPIRED, context)
+
+    def take_back(self, grant_id: str, amount: int, context: EntryContext) -> LedgerEntry | None:
+        """Void up to `amount` of a grant's unheld remainder (a refund or a lost dispute
+        claws back what is left of a purchase); the bucket stays active with the rest."""
+        bucket = self.buckets.get(grant_id)
+        if bucket is None or not self._is_spendable_status(bucket):
+            return None
+        gone = min(amount, bucket.unheld)
+        if gone <= 0:
+            return None
+        self._adjust(grant_id, remaining=-gone)
+        return self._write_entry(EntryKind.VOID, -gone, ((grant_id, -gone),), context)
 
     # -- spending and holds ----------------------------------------------------------------
 
@@ -324,7 +359,13 @@ class AccountBook:
         movements: list[Movement] = []
         left = amount
         spendable = sorted(
-            (b for b in self.buckets.values() if self._is_spendable_status(b) and b.unheld > 0),
+            (
+                b
+                for b in self.buckets.values()
+                if self._is_spendable_status(b)
+                and b.unheld > 0
+                and b.source not in self.frozen_sources
+            ),
             key=Bucket.drain_key,
         )
         for bucket in spendable:

@@ -40,3 +40,11 @@ class ManualClock:
         with self._lock:
             self._now += delta
             return self._now
+
+    def set(self, moment: datetime) -> datetime:
+        """Move the clock to moment, which must not be earlier than now (time never runs back)."""
+        with self._lock:
+            if moment < self._now:
+                raise ValueError(f"the clock cannot go back from {self._now} to {moment}")
+            self._now = moment
+            return self._now

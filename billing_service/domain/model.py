@@ -174,3 +174,4 @@ class BalanceView:
     available: int
     buckets: tuple[Bucket, ...]
     as_of: datetime
+    frozen: int = 0

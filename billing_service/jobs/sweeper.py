@@ -1,4 +1,5 @@
-"""The sweeper thread: expires holds and buckets and activates pending grants on time."""
+"""The sweeper thread: expires holds and buckets, activates pending grants on time, and grants
+the monthly allowances of yearly plans when they fall due."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 
 from billing_service.metrics import Metrics
 from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.stripe_events import grant_due_allowances
 from billing_service.service_layer.sweeping import sweep_due_accounts
 
 log = logging.getLogger(__name__)
@@ -36,13 +38,17 @@ class Sweeper:
             self._thread.join()
 
     def run_once(self) -> int:
-        """One pass; returns how many accounts were swept."""
+        """One pass; returns the larger of the accounts swept and the allowances granted, so
+        a full batch of either runs again at once."""
         swept = sweep_due_accounts(self._ctx, batch=self._batch)
         if self._metrics is not None:
             self._metrics.swept_accounts.inc(swept)
         if swept:
             log.info("swept accounts", extra={"accounts": swept})
-        return swept
+        granted = grant_due_allowances(self._ctx, limit=self._batch)
+        if granted:
+            log.info("granted monthly allowances of yearly plans", extra={"allowances": granted})
+        return max(swept, granted)
 
     def _run(self) -> None:
         while not self._stop.is_set():

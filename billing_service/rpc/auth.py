@@ -33,6 +33,8 @@ _READS = {
 _SPENDING = {"SpendCredits", "ReserveCredits", "CommitReservation", "ReleaseReservation"}
 _BILLING = "/creditline.v1.BillingService/"
 _PRICE_READS = {"EstimateCost", "ListPriceBooks", "ListModelPrices", "GetModelPrice", "ListTiers"}
+_CATALOG_READS = {"ListPlans", "ListCreditPackages"}
+_SELLING = {"CreateCheckoutSession", "CreatePortalSession"}
 
 # The roles, besides admin, that may call each RPC. Admin may call everything; an RPC missing
 # here (a new one) is admin-only until it is added.
@@ -41,6 +43,12 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     **{_PREFIX + m: frozenset({"service"}) for m in _SPENDING},
     **{_BILLING + m: frozenset({"service", "reader", "gateway"}) for m in _PRICE_READS},
     _BILLING + "ListAccountPriceOverrides": frozenset({"service", "reader"}),
+    **{_BILLING + m: frozenset({"service", "reader", "gateway"}) for m in _CATALOG_READS},
+    **{_BILLING + m: frozenset({"service"}) for m in _SELLING},
+    _BILLING + "GetEntitlements": frozenset({"service", "reader", "gateway"}),
+    _BILLING + "ListSubscriptions": frozenset({"service", "reader", "gateway"}),
+    # The webhook gateway turns verified Stripe events into this one call.
+    _BILLING + "ApplyStripeEvent": frozenset({"gateway"}),
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 

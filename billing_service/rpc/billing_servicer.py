@@ -1,4 +1,5 @@
-"""BillingService: cost estimates and the price book, translated to and from the use cases."""
+"""BillingService: cost estimates, the price book, the catalog, Checkout, entitlements and
+Stripe events, translated to and from the use cases."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from creditline.v1 import billing_service_pb2 as pb
 from creditline.v1 import billing_service_pb2_grpc
 
 from billing_service.domain.amounts import format_amount, parse_amount
+from billing_service.domain.errors import InvalidField
 from billing_service.domain.price_rules import parse_percent, parse_usd
 from billing_service.domain.pricing import Tier
-from billing_service.rpc import pricing_convert, wire
+from billing_service.rpc import billing_convert, pricing_convert, wire
 from billing_service.rpc.errors import translated
-from billing_service.service_layer import pricing
+from billing_service.service_layer import billing, pricing, stripe_events
 from billing_service.service_layer.context import AppContext
 
 
@@ -174,4 +176,89 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
         overrides = pricing.list_account_price_overrides(self._ctx, request.account_id)
         return pb.ListAccountPriceOverridesResponse(
             overrides=[pricing_convert.override_out(o) for o in overrides]
+        )
+
+    @translated
+    def ListPlans(
+        self, request: pb.ListPlansRequest, context: grpc.ServicerContext
+    ) -> pb.ListPlansResponse:
+        plans = billing.list_plans(self._ctx, include_inactive=request.include_inactive)
+        return pb.ListPlansResponse(plans=[billing_convert.plan_out(p) for p in plans])
+
+    @translated
+    def ListCreditPackages(
+        self, request: pb.ListCreditPackagesRequest, context: grpc.ServicerContext
+    ) -> pb.ListCreditPackagesResponse:
+        packages = billing.list_packages(self._ctx, include_inactive=request.include_inactive)
+        return pb.ListCreditPackagesResponse(
+            packages=[billing_convert.package_out(p) for p in packages]
+        )
+
+    @translated
+    def CreateCheckoutSession(
+        self, request: pb.CreateCheckoutSessionRequest, context: grpc.ServicerContext
+    ) -> pb.CreateCheckoutSessionResponse:
+        result = billing.create_checkout_session(
+            self._ctx,
+            account_id=request.account_id,
+            package_id=request.package_id,
+            plan_id=request.plan_id,
+            success_url=request.success_url,
+            cancel_url=request.cancel_url,
+            idempotency_key=request.idempotency_key,
+        )
+        return pb.CreateCheckoutSessionResponse(
+            session_id=result.session.id,
+            url=result.session.url,
+            stripe_customer_id=result.customer_id,
+        )
+
+    @translated
+    def CreatePortalSession(
+        self, request: pb.CreatePortalSessionRequest, context: grpc.ServicerContext
+    ) -> pb.CreatePortalSessionResponse:
+        url = billing.create_portal_session(
+            self._ctx, account_id=request.account_id, return_url=request.return_url
+        )
+        return pb.CreatePortalSessionResponse(url=url)
+
+    @translated
+    def GetEntitlements(
+        self, request: pb.GetEntitlementsRequest, context: grpc.ServicerContext
+    ) -> pb.GetEntitlementsResponse:
+        view = billing.get_entitlements(self._ctx, request.account_id)
+        return pb.GetEntitlementsResponse(entitlements=billing_convert.entitlements_out(view))
+
+    @translated
+    def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSubscriptionsResponse:
+        page = billing.list_subscriptions(
+            self._ctx,
+            account_id=request.account_id,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return pb.ListSubscriptionsResponse(
+            subscriptions=[billing_convert.subscription_out(s) for s in page.items],
+            next_page_token=page.next_token,
+        )
+
+    @translated
+    def ApplyStripeEvent(
+        self, request: pb.ApplyStripeEventRequest, context: grpc.ServicerContext
+    ) -> pb.ApplyStripeEventResponse:
+        if not request.HasField("event"):
+            raise InvalidField("event", "is required")
+        outcome = stripe_events.apply_stripe_event(
+            self._ctx,
+            billing_convert.event_in(request.event),
+            idempotency_key=request.idempotency_key,
+        )
+        number, detail, grant_ids = billing_convert.result_out(outcome.result)
+        return pb.ApplyStripeEventResponse(
+            outcome=number,  # type: ignore[arg-type]
+            detail=detail,
+            grant_ids=grant_ids,
+            replayed=outcome.replayed,
         )

@@ -141,6 +141,7 @@ def balance_out(view: BalanceView) -> balance_pb2.Balance:
         held=format_amount(view.held),
         available=format_amount(view.available),
         grants=[grant_out(b) for b in view.buckets],
+        frozen=format_amount(view.frozen),
     )
     time_out(view.as_of, message.as_of_time)
     return message

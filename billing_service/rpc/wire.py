@@ -9,10 +9,13 @@ from typing import TypeVar
 
 from creditline.v1 import (
     account_pb2,
+    catalog_pb2,
     grant_pb2,
     ledger_pb2,
     pricing_pb2,
     reservation_pb2,
+    stripe_event_pb2,
+    subscription_pb2,
 )
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -60,6 +63,11 @@ _ENUM_TYPES = {
     "RESERVATION_STATUS": reservation_pb2.ReservationStatus,
     "TOKEN_CLASS": pricing_pb2.TokenClass,
     "OVERRUN_POLICY": pricing_pb2.OverrunPolicy,
+    "SUBSCRIPTION_STATUS": subscription_pb2.SubscriptionStatus,
+    "DISPUTE_STATE": stripe_event_pb2.DisputeState,
+    "STRIPE_EVENT_OUTCOME": stripe_event_pb2.StripeEventOutcome,
+    "RENEWAL_POLICY": catalog_pb2.RenewalPolicy,
+    "BILLING_INTERVAL": catalog_pb2.BillingInterval,
 }
 
 

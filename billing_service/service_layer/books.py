@@ -38,6 +38,7 @@ def open_book(tx: Tx, account_id: str, now: datetime) -> OpenBook:
         held=locked.held,
         buckets=tx.buckets.live(account_id),
         now=now,
+        frozen_sources=locked.frozen_sources,
     )
     swept = locked.sweep_due_at is not None and locked.sweep_due_at <= now
     expired: list[Reservation] = []

@@ -1,4 +1,5 @@
-"""What every use case needs: the database, the clock, the hold policy, the price books."""
+"""What every use case needs: the database, the clock, the hold policy, the price books,
+the billing policy and, when configured, Stripe."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from billing_service.domain.clock import Clock
+from billing_service.service_layer.ports import StripePort
 from billing_service.service_layer.price_book_cache import PriceBookCache
 from billing_service.service_layer.spend_batching import SpendBatcher
 from billing_service.service_layer.unit_of_work import Database
@@ -20,6 +22,13 @@ class HoldPolicy:
 
 
 @dataclass(frozen=True)
+class BillingPolicy:
+    """How Stripe's payment events act on credits."""
+
+    freeze_allowance_when_past_due: bool = False
+
+
+@dataclass(frozen=True)
 class AppContext:
     """Shared, immutable dependencies of the use cases."""
 
@@ -28,3 +37,6 @@ class AppContext:
     holds: HoldPolicy
     books: PriceBookCache = field(default_factory=PriceBookCache)
     spends: SpendBatcher = field(default_factory=SpendBatcher)
+    billing: BillingPolicy = field(default_factory=BillingPolicy)
+    # None when no Stripe key is configured: the calls that need Stripe refuse.
+    stripe: StripePort | None = None

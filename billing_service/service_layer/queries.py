@@ -13,6 +13,7 @@ from billing_service.domain.model import (
     BalanceView,
     Bucket,
     EntryKind,
+    GrantSource,
     GrantStatus,
     LedgerEntry,
     Reservation,
@@ -38,10 +39,16 @@ def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
         locked = tx.accounts.get_sums(account_id)
         if locked is None:
             raise NotFound("ACCOUNT", "account_id", account_id)
-        balance, held, due = locked
-        if due is not None and due <= now:
+        if locked.sweep_due_at is not None and locked.sweep_due_at <= now:
             return None
-        return _view(account_id, balance, held, tx.buckets.live(account_id), now)
+        return _view(
+            account_id,
+            locked.balance,
+            locked.held,
+            tx.buckets.live(account_id),
+            now,
+            locked.frozen_sources,
+        )
 
     view = ctx.db.read(read)
     if view is not None:
@@ -51,26 +58,37 @@ def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
         opened = open_book(tx, account_id, now)
         save_book(tx, opened)
         book = opened.book
-        return _view(account_id, book.balance, book.held, book.buckets.values(), now)
+        return _view(
+            account_id, book.balance, book.held, book.buckets.values(), now, book.frozen_sources
+        )
 
     return ctx.db.write(sweep_then_read)
 
 
-def _view(
-    account_id: str, balance: int, held: int, buckets: Iterable[Bucket], now: datetime
+def _view(  # noqa: PLR0917 - the parts of one balance, named at every call
+    account_id: str,
+    balance: int,
+    held: int,
+    buckets: Iterable[Bucket],
+    now: datetime,
+    frozen_sources: frozenset[GrantSource],
 ) -> BalanceView:
     live = sorted(
         # Closed (expired, voided) buckets still count while a hold claims part of them.
         (b for b in buckets if b.status is not GrantStatus.PENDING and b.remaining > 0),
         key=Bucket.drain_key,
     )
+    frozen = sum(
+        b.unheld for b in live if b.source in frozen_sources and b.status is GrantStatus.ACTIVE
+    )
     return BalanceView(
         account_id=account_id,
         balance=balance,
         held=held,
-        available=balance - held,
+        available=balance - held - frozen,
         buckets=tuple(live),
         as_of=now,
+        frozen=frozen,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import cached_property
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -18,10 +19,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from billing_service.db.accounts import AccountRepository
 from billing_service.db.buckets import BucketRepository
+from billing_service.db.catalog import CatalogRepository
 from billing_service.db.idempotency import IdempotencyRepository
 from billing_service.db.ledger import LedgerRepository
 from billing_service.db.price_books import PriceBookRepository
 from billing_service.db.reservations import ReservationRepository
+from billing_service.db.stripe_records import StripeRecordRepository
+from billing_service.db.subscriptions import SubscriptionRepository
 from billing_service.domain.errors import Unavailable
 
 T = TypeVar("T")
@@ -48,6 +52,21 @@ class Tx:
         self.reservations = ReservationRepository(connection)
         self.idempotency = IdempotencyRepository(connection)
         self.price_books = PriceBookRepository(connection)
+
+    @cached_property
+    def catalog(self) -> CatalogRepository:
+        """Credit packages and plans (built on first use: most calls never need it)."""
+        return CatalogRepository(self.connection)
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionRepository:
+        """The subscription mirror and allowance periods."""
+        return SubscriptionRepository(self.connection)
+
+    @cached_property
+    def stripe(self) -> StripeRecordRepository:
+        """Purchases, disputes and processed Stripe events."""
+        return StripeRecordRepository(self.connection)
 
 
 class Database:

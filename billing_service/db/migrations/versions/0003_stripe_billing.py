@@ -102,6 +102,21 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "parked_payment_events",
+        sa.Column("event_id", sa.String(length=255), nullable=False),
+        sa.Column("payment_intent_id", sa.String(length=255), nullable=False),
+        sa.Column("event", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_parked_payment_events")),
+    )
+    with op.batch_alter_table("parked_payment_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_parked_payment_events_payment_intent_id"),
+            ["payment_intent_id"],
+            unique=False,
+        )
+
+    op.create_table(
         "subscriptions",
         sa.Column("id", sa.String(length=255), nullable=False),
         sa.Column("account_id", sa.String(length=128), nullable=False),
@@ -161,10 +176,14 @@ def upgrade() -> None:
         "accounts",
         sa.Column("frozen_sources", sa.String(length=128), server_default="", nullable=False),
     )
+    op.create_index(
+        op.f("ix_accounts_stripe_customer_id"), "accounts", ["stripe_customer_id"], unique=False
+    )
 
 
 def downgrade() -> None:
     """Revert this revision."""
+    op.drop_index(op.f("ix_accounts_stripe_customer_id"), table_name="accounts")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_column("frozen_sources")
 
@@ -178,6 +197,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_purchases_payment_intent_id"))
 
     op.drop_table("purchases")
+    op.drop_table("parked_payment_events")
     with op.batch_alter_table("disputes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_disputes_account_id"))
 

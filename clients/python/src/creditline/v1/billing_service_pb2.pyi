@@ -918,10 +918,13 @@ class ApplyStripeEventResponse(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     GRANT_IDS_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     outcome: _stripe_event_pb2.StripeEventOutcome.ValueType
     """Applied, ignored or stale."""
     detail: _builtins.str
     """A sentence saying what was done, for logs."""
+    replayed: _builtins.bool
+    """True when this response is the stored answer to an earlier call with the same key."""
     @_builtins.property
     def grant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The grants the event created, if any."""
@@ -932,10 +935,11 @@ class ApplyStripeEventResponse(_message.Message):
         outcome: _stripe_event_pb2.StripeEventOutcome.ValueType = ...,
         detail: _builtins.str = ...,
         grant_ids: _abc.Iterable[_builtins.str] | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "grant_ids", b"grant_ids", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "grant_ids", b"grant_ids", "outcome", b"outcome", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,753 @@
+"""Applying verified Stripe events: packages granted, subscriptions mirrored, allowances
+granted once per period, payment failures, refunds and disputes (DESIGN §1, §4.4).
+
+Every event runs in one transaction under the lock of the account it concerns, and is recorded
+by id in the same transaction: a second delivery finds the record and changes nothing. The
+gateway's idempotency key ("stripe:" + event id) makes a redelivery replay the first answer.
+
+Order independence, rule by rule:
+- a package is granted once per Checkout session (the purchase row), whichever of
+  `checkout.session.completed` and `.async_payment_succeeded` says "paid" first;
+- a subscription's state changes only for an event at least as new (Subscription.is_newer);
+- an allowance period is granted once (the allowance_periods row), with the richest plan seen
+  for its billing period, so an upgrade arriving before or after the invoice ends the same;
+- refunds compare Stripe's running total (amount_refunded), so an older refund is a no-op;
+- a closed dispute outranks an open one of the same dispute.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+from functools import partial
+
+from billing_service.db import dataclass_json as codec
+from billing_service.db.stripe_records import Dispute, Purchase
+from billing_service.domain.amounts import format_amount
+from billing_service.domain.catalog import CreditPackage, Plan, RenewalPolicy, renew
+from billing_service.domain.errors import InvalidField, NotFound
+from billing_service.domain.model import Bucket, EntryContext, GrantSource, GrantStatus
+from billing_service.domain.stripe_events import (
+    ChargeRefunded,
+    CheckoutCompleted,
+    DisputeChanged,
+    DisputeState,
+    EventOutcome,
+    EventResult,
+    InvoiceSettled,
+    PaymentFailed,
+    StripeEvent,
+    SubscriptionChanged,
+)
+from billing_service.domain.subscriptions import (
+    GRANTING,
+    PAYMENT_OVERDUE,
+    STATUS_RANK,
+    AllowancePeriod,
+    Subscription,
+    SubscriptionStatus,
+    add_months,
+    month_window,
+)
+from billing_service.domain.validation import check_id
+from billing_service.service_layer.books import OpenBook, open_book, save_book
+from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.idempotency import Outcome, run_idempotent
+from billing_service.service_layer.unit_of_work import Tx
+
+ALLOWANCE_SOURCES = frozenset({GrantSource.SUBSCRIPTION, GrantSource.ROLLOVER})
+SUBSCRIPTION_KEY = "stripe_subscription"
+PERIOD_KEY = "allowance_period_start"
+# Invoices that pay for a new billing period; others (prorations, manual) grant nothing.
+PERIOD_INVOICES = frozenset({"subscription_create", "subscription_cycle"})
+
+
+def apply_stripe_event(
+    ctx: AppContext, event: StripeEvent, *, idempotency_key: str
+) -> Outcome[EventResult]:
+    """Apply one verified Stripe event at most once."""
+    if not event.event_id.startswith("evt_"):
+        raise InvalidField("event.event_id", "must be a Stripe event id (evt_…)")
+    check_id(event.event_id, "event.event_id")
+
+    def work(tx: Tx, now: datetime) -> EventResult:
+        seen = tx.stripe.event(event.event_id)
+        if seen is not None:
+            return seen
+        result = _dispatch(ctx, tx, event, now)
+        tx.stripe.add_event(event.event_id, event.type, event.created, result, now)
+        return result
+
+    return run_idempotent(
+        ctx.db,
+        ctx.clock,
+        operation="ApplyStripeEvent",
+        key=idempotency_key,
+        request={"event": event},
+        result_type=EventResult,
+        work=work,
+    )
+
+
+def _dispatch(ctx: AppContext, tx: Tx, event: StripeEvent, now: datetime) -> EventResult:
+    payload = event.payload
+    if isinstance(payload, CheckoutCompleted):
+        return _checkout(tx, event, payload, now)
+    if isinstance(payload, SubscriptionChanged):
+        return _subscription_changed(ctx, tx, event, payload, now)
+    if isinstance(payload, InvoiceSettled):
+        return _invoice(ctx, tx, event, payload, now)
+    if isinstance(payload, PaymentFailed):
+        return _payment_failed(tx, payload)
+    if isinstance(payload, ChargeRefunded):
+        return _refund(tx, event, payload, now)
+    return _dispute(tx, event, payload, now)
+
+
+# -- accounts ------------------------------------------------------------------------------
+
+
+def _account_id(tx: Tx, account_id: str, customer_id: str) -> str:
+    """The account an event concerns: named in its metadata, or linked to its customer."""
+    if account_id:
+        return account_id
+    linked = tx.accounts.by_stripe_customer(customer_id)
+    if linked is None:
+        raise NotFound("ACCOUNT", "stripe_customer_id", customer_id or "(none)")
+    return linked
+
+
+def _refresh_freeze(tx: Tx, opened: OpenBook) -> None:
+    """Keep the account's frozen sources in step with its disputes and subscriptions."""
+    account_id = opened.book.account_id
+    frozen: set[GrantSource] = set()
+    if tx.stripe.any_open_dispute(account_id):
+        frozen.add(GrantSource.PURCHASE)
+    if tx.subscriptions.any_frozen(account_id):
+        frozen |= ALLOWANCE_SOURCES
+    if frozenset(frozen) != opened.locked.frozen_sources:
+        tx.accounts.set_frozen_sources(account_id, frozenset(frozen))
+    opened.book.frozen_sources = frozenset(frozen)
+
+
+# -- packages ------------------------------------------------------------------------------
+
+
+def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datetime) -> EventResult:
+    account_id = _account_id(tx, session.account_id, session.customer_id)
+    opened = open_book(tx, account_id, now)
+    if session.customer_id:
+        tx.accounts.link_stripe_customer(account_id, session.customer_id)
+    if session.mode == "subscription":
+        if not session.subscription_id:
+            raise InvalidField("event.checkout_session.subscription_id", "is required")
+        plan = _plan_or_none(tx, session.plan_id)
+        _ensure_subscription(
+            tx,
+            session.subscription_id,
+            account_id,
+            customer_id=session.customer_id,
+            plan=plan,
+            now=now,
+        )
+        save_book(tx, opened)
+        return EventResult(
+            EventOutcome.APPLIED, f"subscription {session.subscription_id} linked to {account_id}"
+        )
+    if session.payment_status not in ("paid", "no_payment_required"):
+        save_book(tx, opened)
+        return EventResult(EventOutcome.IGNORED, "payment not completed yet")
+    if tx.stripe.purchase(session.session_id) is not None:
+        save_book(tx, opened)
+        return EventResult(EventOutcome.IGNORED, f"session {session.session_id} already granted")
+    item = tx.catalog.get(session.package_id)
+    if not isinstance(item, CreditPackage):
+        raise NotFound("CATALOG_ITEM", "package_id", session.package_id or "(none)")
+    bucket, _ = opened.book.grant(
+        source=GrantSource.PURCHASE,
+        amount=item.credits,
+        priority=None,
+        effective_at=None,
+        expires_at=None,
+        description=f"{item.name} (Stripe Checkout)",
+        metadata={
+            "package_id": item.id,
+            "stripe_checkout_session": session.session_id,
+            "stripe_payment_intent": session.payment_intent_id,
+        },
+        context=EntryContext(idempotency_key=f"stripe:{event.event_id}"),
+    )
+    tx.stripe.add_purchase(
+        Purchase(
+            checkout_session_id=session.session_id,
+            account_id=account_id,
+            package_id=item.id,
+            credits=item.credits,
+            grant_id=bucket.id,
+            payment_intent_id=session.payment_intent_id,
+            amount_total=session.amount_total,
+            currency=session.currency,
+            refunded_amount=0,
+            clawed_back=0,
+            created_at=now,
+        )
+    )
+    save_book(tx, opened)
+    _unpark(tx, session.payment_intent_id, now)
+    return EventResult(
+        EventOutcome.APPLIED,
+        f"granted {format_amount(item.credits)} credits of {item.id} to {account_id}",
+        (bucket.id,),
+    )
+
+
+def _park(tx: Tx, event: StripeEvent, payment_intent_id: str, now: datetime) -> EventResult:
+    """Keep a refund or dispute that came before its purchase; the purchase applies it."""
+    if not payment_intent_id:
+        return EventResult(EventOutcome.IGNORED, "no payment intent: not a package purchase")
+    kind = "refund" if isinstance(event.payload, ChargeRefunded) else "dispute"
+    text = json.dumps(
+        {
+            "kind": kind,
+            "event_id": event.event_id,
+            "type": event.type,
+            "created": event.created.isoformat(),
+            "payload": codec.dumps(event.payload),
+        }
+    )
+    tx.stripe.park(event.event_id, payment_intent_id, text, now)
+    return EventResult(
+        EventOutcome.IGNORED,
+        f"no package purchase paid by {payment_intent_id} yet: kept until one arrives",
+    )
+
+
+def _unpark(tx: Tx, payment_intent_id: str, now: datetime) -> None:
+    """Apply what came early for a purchase that has just been recorded."""
+    if not payment_intent_id:
+        return
+    for text in tx.stripe.unpark(payment_intent_id):
+        parked = json.loads(text)
+        created = datetime.fromisoformat(parked["created"])
+        if parked["kind"] == "refund":
+            refund = codec.loads(ChargeRefunded, parked["payload"])
+            early = StripeEvent(parked["event_id"], parked["type"], created, refund)
+            _refund(tx, early, refund, now)
+        else:
+            dispute = codec.loads(DisputeChanged, parked["payload"])
+            early = StripeEvent(parked["event_id"], parked["type"], created, dispute)
+            _dispute(tx, early, dispute, now)
+
+
+def _refund(tx: Tx, event: StripeEvent, charge: ChargeRefunded, now: datetime) -> EventResult:
+    purchase = tx.stripe.purchase_by_payment_intent(charge.payment_intent_id)
+    if purchase is None:
+        return _park(tx, event, charge.payment_intent_id, now)
+    opened = open_book(tx, purchase.account_id, now)
+    if charge.amount_refunded <= purchase.refunded_amount or charge.amount <= 0:
+        save_book(tx, opened)
+        return EventResult(EventOutcome.STALE, "a refund at least this large was applied")
+    # The refunded share of the package's credits, rounded down to the micro-credit; each
+    # refund claws back the growth of that share, from what is left of the package only.
+    before = purchase.credits * purchase.refunded_amount // charge.amount
+    after = purchase.credits * min(charge.amount_refunded, charge.amount) // charge.amount
+    opened.book.add_buckets(tx.buckets.by_ids([purchase.grant_id]))
+    entry = opened.book.take_back(
+        purchase.grant_id,
+        after - before,
+        EntryContext(
+            idempotency_key=f"stripe:{event.event_id}",
+            metadata={"reason": "refund", "stripe_charge": charge.charge_id},
+        ),
+    )
+    taken = -entry.amount if entry else 0
+    tx.stripe.save_refund(
+        purchase.checkout_session_id,
+        refunded_amount=charge.amount_refunded,
+        clawed_back=purchase.clawed_back + taken,
+    )
+    save_book(tx, opened)
+    return EventResult(
+        EventOutcome.APPLIED, f"clawed back {format_amount(taken)} credits of {purchase.grant_id}"
+    )
+
+
+def _dispute(tx: Tx, event: StripeEvent, change: DisputeChanged, now: datetime) -> EventResult:
+    purchase = tx.stripe.purchase_by_payment_intent(change.payment_intent_id)
+    known = tx.stripe.dispute(change.dispute_id)
+    if purchase is None and known is None:
+        return _park(tx, event, change.payment_intent_id, now)
+    account_id = known.account_id if known else purchase.account_id  # type: ignore[union-attr]
+    opened = open_book(tx, account_id, now)
+    rank = 0 if change.state is DisputeState.OPEN else 1
+    if known is not None:
+        known_rank = 0 if known.state is DisputeState.OPEN else 1
+        if (event.created, rank) < (known.state_event_at, known_rank):
+            save_book(tx, opened)
+            return EventResult(EventOutcome.STALE, "a newer state of the dispute was applied")
+    tx.stripe.put_dispute(
+        Dispute(
+            id=change.dispute_id,
+            account_id=account_id,
+            payment_intent_id=change.payment_intent_id,
+            charge_id=change.charge_id,
+            state=change.state,
+            state_event_at=event.created,
+            created_at=known.created_at if known else now,
+            updated_at=now,
+        ),
+        new=known is None,
+    )
+    detail = f"dispute {change.dispute_id} {change.state.value.lower()}"
+    if change.state is DisputeState.LOST and purchase is not None:
+        opened.book.add_buckets(tx.buckets.by_ids([purchase.grant_id]))
+        entry = opened.book.take_back(
+            purchase.grant_id,
+            purchase.credits,
+            EntryContext(
+                idempotency_key=f"stripe:{event.event_id}",
+                metadata={"reason": "dispute lost", "stripe_dispute": change.dispute_id},
+            ),
+        )
+        taken = -entry.amount if entry else 0
+        tx.stripe.save_refund(
+            purchase.checkout_session_id,
+            refunded_amount=purchase.refunded_amount,
+            clawed_back=purchase.clawed_back + taken,
+        )
+        detail += f"; clawed back {format_amount(taken)} credits"
+    _refresh_freeze(tx, opened)
+    save_book(tx, opened)
+    return EventResult(EventOutcome.APPLIED, detail)
+
+
+def _payment_failed(tx: Tx, failure: PaymentFailed) -> EventResult:
+    account = failure.account_id or tx.accounts.by_stripe_customer(failure.customer_id) or "?"
+    return EventResult(
+        EventOutcome.APPLIED,
+        f"payment {failure.payment_intent_id} of account {account} failed: "
+        f"{failure.failure_message[:200]}",
+    )
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+
+def _plan_or_none(tx: Tx, plan_id: str) -> Plan | None:
+    item = tx.catalog.get(plan_id) if plan_id else None
+    return item if isinstance(item, Plan) else None
+
+
+def _plan_for_price(tx: Tx, price_id: str, lookup_key: str) -> Plan | None:
+    item = tx.catalog.by_stripe_price(price_id, lookup_key)
+    return item if isinstance(item, Plan) else None
+
+
+def _ensure_subscription(
+    tx: Tx,
+    subscription_id: str,
+    account_id: str,
+    *,
+    customer_id: str,
+    plan: Plan | None,
+    now: datetime,
+) -> Subscription:
+    """The subscription's row, created (status unknown until a subscription event) if new."""
+    found = tx.subscriptions.get(subscription_id, lock=True)
+    if found is not None:
+        return found
+    subscription = Subscription(
+        id=subscription_id,
+        account_id=account_id,
+        stripe_customer_id=customer_id,
+        stripe_plan_id=plan.id if plan else "",
+        status=SubscriptionStatus.INCOMPLETE,
+        state_event_at=None,
+        state_rank=0,
+        current_period_start=None,
+        current_period_end=None,
+        cancel_at_period_end=False,
+        canceled_at=None,
+        ended_at=None,
+        peak_plan_id="",
+        peak_period_start=None,
+        allowance_frozen=False,
+        paid_through=None,
+        next_allowance_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+    tx.subscriptions.add(subscription)
+    return subscription
+
+
+def _see_plan(
+    tx: Tx, subscription: Subscription, plan: Plan, period_start: datetime | None
+) -> Subscription:
+    """Remember the richest plan seen for a billing period (order-independent: a maximum)."""
+    if period_start is None:
+        return subscription
+    peak_start = subscription.peak_period_start
+    if peak_start is not None and period_start < peak_start:
+        return subscription
+    if peak_start == period_start and subscription.peak_plan_id:
+        current = tx.catalog.get(subscription.peak_plan_id)
+        if isinstance(current, Plan) and _richer_or_same(current, plan):
+            return subscription
+    return replace(subscription, peak_plan_id=plan.id, peak_period_start=period_start)
+
+
+def _richer_or_same(first: Plan, second: Plan) -> bool:
+    """Whether first grants at least as much as second (ties go to the smaller id)."""
+    return (first.monthly_credits, second.id) >= (second.monthly_credits, first.id)
+
+
+def _plan_in_force(tx: Tx, subscription: Subscription) -> Plan | None:
+    """The plan whose allowance the current billing period grants: the peak of the period,
+    else the plan Stripe says the subscription is on."""
+    if subscription.peak_plan_id and subscription.peak_period_start == (
+        subscription.current_period_start
+    ):
+        return _plan_or_none(tx, subscription.peak_plan_id)
+    return _plan_or_none(tx, subscription.stripe_plan_id or subscription.peak_plan_id)
+
+
+def _set_state(
+    ctx: AppContext,
+    subscription: Subscription,
+    at: datetime,
+    status: SubscriptionStatus,
+    **changes: object,
+) -> Subscription:
+    frozen = ctx.billing.freeze_allowance_when_past_due and status in PAYMENT_OVERDUE
+    return replace(
+        subscription,
+        status=status,
+        state_event_at=at,
+        state_rank=STATUS_RANK[status],
+        allowance_frozen=frozen,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def _subscription_changed(
+    ctx: AppContext, tx: Tx, event: StripeEvent, change: SubscriptionChanged, now: datetime
+) -> EventResult:
+    plan = _plan_for_price(tx, change.price_id, change.lookup_key)
+    if plan is None:
+        raise NotFound("CATALOG_ITEM", "price_id", change.price_id or change.lookup_key)
+    account_id = _account_id(tx, change.account_id, change.customer_id)
+    opened = open_book(tx, account_id, now)
+    subscription = _ensure_subscription(
+        tx, change.subscription_id, account_id, customer_id=change.customer_id, plan=plan, now=now
+    )
+    before = subscription
+    subscription = _see_plan(tx, subscription, plan, change.period_start)
+    outcome = EventOutcome.STALE
+    if subscription.is_newer(event.created, change.status):
+        outcome = EventOutcome.APPLIED
+        subscription = _set_state(
+            ctx,
+            subscription,
+            event.created,
+            change.status,
+            stripe_plan_id=plan.id,
+            stripe_customer_id=change.customer_id or subscription.stripe_customer_id,
+            current_period_start=change.period_start,
+            current_period_end=change.period_end,
+            cancel_at_period_end=change.cancel_at_period_end,
+            canceled_at=change.canceled_at,
+            ended_at=change.ended_at,
+        )
+    grants = _raise_for_upgrade(tx, opened, subscription, event, now)
+    if subscription.status is SubscriptionStatus.CANCELED and subscription.ended_at:
+        subscription = replace(subscription, next_allowance_at=None)
+        if before.status is not SubscriptionStatus.CANCELED:
+            _end_allowance(tx, opened, subscription, event)
+    tx.subscriptions.save(replace(subscription, updated_at=now))
+    _refresh_freeze(tx, opened)
+    save_book(tx, opened)
+    detail = f"subscription {change.subscription_id}: {subscription.status.value.lower()}"
+    if grants:
+        detail += f", upgrade granted {len(grants)} bucket(s)"
+    if outcome is EventOutcome.STALE and not grants:
+        detail = "a newer state of the subscription was applied"
+    return EventResult(outcome if not grants else EventOutcome.APPLIED, detail, grants)
+
+
+def _raise_for_upgrade(
+    tx: Tx, opened: OpenBook, subscription: Subscription, event: StripeEvent, now: datetime
+) -> tuple[str, ...]:
+    """Grant at once the difference an upgrade makes to the allowance period in force."""
+    latest = tx.subscriptions.latest_period(subscription.id)
+    peak_start = subscription.peak_period_start
+    if latest is None or peak_start is None or latest.period_start < peak_start:
+        return ()
+    if subscription.ended_at is not None:
+        return ()
+    peak = _plan_or_none(tx, subscription.peak_plan_id)
+    if peak is None or peak.monthly_credits <= latest.credits:
+        return ()
+    extra = peak.monthly_credits - latest.credits
+    bucket = _grant_allowance(
+        opened,
+        subscription,
+        peak,
+        amount=extra,
+        period=latest,
+        event=event,
+        what=f"upgrade to {peak.name}",
+        now=now,
+    )
+    tx.subscriptions.raise_period(latest, plan_id=peak.id, credits=peak.monthly_credits)
+    return (bucket,) if bucket else ()
+
+
+def _end_allowance(
+    tx: Tx, opened: OpenBook, subscription: Subscription, event: StripeEvent
+) -> None:
+    """A subscription ended: what is left of its RESET or ROLLOVER allowance goes with it."""
+    plan = _plan_in_force(tx, subscription)
+    if plan is not None and plan.renewal_policy is RenewalPolicy.ADD:
+        return
+    context = EntryContext(
+        idempotency_key=f"stripe:{event.event_id}", metadata={"reason": "subscription ended"}
+    )
+    for bucket in _allowance_buckets(opened, subscription.id):
+        opened.book.void(bucket.id, context)
+
+
+def _allowance_buckets(opened: OpenBook, subscription_id: str) -> list[Bucket]:
+    return [
+        b
+        for b in opened.book.buckets.values()
+        if b.source in ALLOWANCE_SOURCES
+        and b.status is GrantStatus.ACTIVE
+        and b.metadata.get(SUBSCRIPTION_KEY) == subscription_id
+    ]
+
+
+def _invoice(
+    ctx: AppContext, tx: Tx, event: StripeEvent, invoice: InvoiceSettled, now: datetime
+) -> EventResult:
+    if not invoice.subscription_id:
+        return EventResult(EventOutcome.IGNORED, "not a subscription invoice")
+    account_id = _account_id(tx, invoice.account_id, invoice.customer_id)
+    opened = open_book(tx, account_id, now)
+    plan = _plan_for_price(tx, invoice.price_id, invoice.lookup_key)
+    subscription = _ensure_subscription(
+        tx, invoice.subscription_id, account_id, customer_id=invoice.customer_id, plan=plan, now=now
+    )
+    status = SubscriptionStatus.ACTIVE if invoice.paid else SubscriptionStatus.PAST_DUE
+    changed = False
+    if subscription.is_newer(event.created, status) and (
+        invoice.paid or subscription.status in GRANTING
+    ):
+        subscription = _set_state(ctx, subscription, event.created, status)
+        changed = True
+    grants: tuple[str, ...] = ()
+    if invoice.paid and invoice.billing_reason in PERIOD_INVOICES:
+        if invoice.period_start is None or invoice.period_end is None:
+            raise InvalidField("event.invoice.period_start_time", "is required for a paid period")
+        if plan is not None:
+            subscription = _see_plan(tx, subscription, plan, invoice.period_start)
+        subscription, grants = _pay_period(
+            tx,
+            opened,
+            subscription,
+            start=invoice.period_start,
+            end=invoice.period_end,
+            event=event,
+            now=now,
+        )
+        changed = True
+    tx.subscriptions.save(replace(subscription, updated_at=now))
+    _refresh_freeze(tx, opened)
+    save_book(tx, opened)
+    if invoice.paid:
+        detail = f"invoice {invoice.invoice_id} paid"
+        if grants:
+            detail += f"; allowance granted ({len(grants)} bucket(s))"
+    else:
+        detail = f"invoice {invoice.invoice_id} payment failed; subscription past due"
+        if subscription.allowance_frozen:
+            detail += ", allowance frozen"
+    return EventResult(EventOutcome.APPLIED if changed else EventOutcome.STALE, detail, grants)
+
+
+def _pay_period(
+    tx: Tx,
+    opened: OpenBook,
+    subscription: Subscription,
+    *,
+    start: datetime,
+    end: datetime,
+    event: StripeEvent,
+    now: datetime,
+) -> tuple[Subscription, tuple[str, ...]]:
+    """A billing period was paid: grant its first monthly allowance; a yearly plan's other
+    months follow from the scheduler (grant_due_allowances)."""
+    if subscription.current_period_start is None or start >= subscription.current_period_start:
+        subscription = replace(subscription, current_period_start=start, current_period_end=end)
+    paid_through = max(end, subscription.paid_through or end)
+    window_end = min(add_months(start, 1), end)
+    subscription = replace(subscription, paid_through=paid_through)
+    if window_end < end and (
+        subscription.next_allowance_at is None or subscription.next_allowance_at < window_end
+    ):
+        subscription = replace(subscription, next_allowance_at=window_end)
+    grants = _start_period(
+        tx, opened, subscription, start=start, end=window_end, event=event, now=now
+    )
+    return subscription, grants
+
+
+def _start_period(
+    tx: Tx,
+    opened: OpenBook,
+    subscription: Subscription,
+    *,
+    start: datetime,
+    end: datetime,
+    event: StripeEvent | None,
+    now: datetime,
+) -> tuple[str, ...]:
+    """Grant one allowance period once, applying the plan's renewal policy to what the last
+    period left."""
+    if tx.subscriptions.period(subscription.id, start) is not None:
+        return ()
+    plan = _plan_in_force(tx, subscription)
+    if plan is None:
+        raise NotFound("CATALOG_ITEM", "plan_id", subscription.peak_plan_id or "(none)")
+    ended = subscription.ended_at is not None and subscription.ended_at <= start
+    key = f"stripe:{event.event_id}" if event else f"allowance:{subscription.id}:{start}"
+    context = EntryContext(idempotency_key=key, metadata={"reason": "renewal"})
+    previous = _allowance_buckets(opened, subscription.id)
+    left = sum(b.unheld for b in previous)
+    renewal = renew(plan, left)
+    if renewal.expire or renewal.carry:
+        for bucket in previous:
+            opened.book.expire_now(bucket.id, context)
+    grants: list[str] = []
+    period = AllowancePeriod(
+        subscription_id=subscription.id,
+        period_start=start,
+        period_end=end,
+        plan_id=plan.id,
+        credits=0 if ended else renewal.grant,
+        carried=0 if ended else renewal.carry,
+        created_at=now,
+    )
+    if not ended:
+        if renewal.carry:
+            grants.append(
+                _grant_allowance(
+                    opened,
+                    subscription,
+                    plan,
+                    amount=renewal.carry,
+                    period=period,
+                    event=event,
+                    what="carried over",
+                    now=now,
+                    source=GrantSource.ROLLOVER,
+                )
+            )
+        grants.append(
+            _grant_allowance(
+                opened,
+                subscription,
+                plan,
+                amount=renewal.grant,
+                period=period,
+                event=event,
+                what="allowance",
+                now=now,
+            )
+        )
+    tx.subscriptions.add_period(period)
+    return tuple(g for g in grants if g)
+
+
+def _grant_allowance(
+    opened: OpenBook,
+    subscription: Subscription,
+    plan: Plan,
+    *,
+    amount: int,
+    period: AllowancePeriod,
+    event: StripeEvent | None,
+    what: str,
+    now: datetime,
+    source: GrantSource = GrantSource.SUBSCRIPTION,
+) -> str:
+    """Grant allowance credits for a period; RESET credits expire at the period's end, so a
+    period that is already over grants nothing ("" instead of a grant id)."""
+    expires = period.period_end if plan.renewal_policy is RenewalPolicy.RESET else None
+    if expires is not None and expires <= now:
+        return ""
+    bucket, _ = opened.book.grant(
+        source=source,
+        amount=amount,
+        priority=None,
+        effective_at=None,
+        expires_at=expires,
+        description=f"{plan.name}: {what}",
+        metadata={
+            SUBSCRIPTION_KEY: subscription.id,
+            PERIOD_KEY: period.period_start.isoformat(),
+            "plan_id": plan.id,
+        },
+        context=EntryContext(
+            idempotency_key=f"stripe:{event.event_id}" if event else "",
+            metadata={"reason": what},
+        ),
+    )
+    return bucket.id
+
+
+# -- yearly plans ------------------------------------------------------------------------
+
+
+def grant_due_allowances(ctx: AppContext, *, limit: int = 100) -> int:
+    """Grant the monthly allowances of yearly plans that fell due; returns how many.
+
+    Safe on many replicas at once: each subscription is re-read under its account's lock and
+    its row lock, and an allowance period is granted once (its row's primary key).
+    """
+    now = ctx.clock.now()
+    due = ctx.db.read(lambda tx: tx.subscriptions.due_allowances(now, limit))
+    granted = 0
+    for subscription_id, account_id in due:
+        if ctx.db.write(
+            partial(_drop, subscription_id=subscription_id, account_id=account_id, now=now)
+        ):
+            granted += 1
+    return granted
+
+
+def _drop(tx: Tx, *, subscription_id: str, account_id: str, now: datetime) -> bool:
+    opened = open_book(tx, account_id, now)
+    subscription = tx.subscriptions.get(subscription_id, lock=True)
+    due = subscription.next_allowance_at if subscription else None
+    if subscription is None or due is None or due > now:
+        save_book(tx, opened)
+        return False
+    paid_through = subscription.paid_through
+    anchor = subscription.current_period_start
+    next_at: datetime | None = None
+    started = False
+    if (
+        paid_through is not None
+        and anchor is not None
+        and due < paid_through
+        and subscription.status in GRANTING
+    ):
+        start, end = month_window(anchor, due, paid_through)
+        _start_period(tx, opened, subscription, start=start, end=end, event=None, now=now)
+        started = True
+        next_at = end if end < paid_through else None
+    tx.subscriptions.save(replace(subscription, next_allowance_at=next_at, updated_at=now))
+    save_book(tx, opened)
+    return started
