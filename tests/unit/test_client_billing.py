@@ -27,10 +27,13 @@ from creditline.usage import as_usage, line, usage, with_tier
 from creditline.v1 import (
     billing_service_pb2,
     billing_service_pb2_grpc,
+    catalog_pb2,
     credit_service_pb2,
     credit_service_pb2_grpc,
     pricing_pb2,
     reservation_pb2,
+    stripe_event_pb2,
+    subscription_pb2,
 )
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -221,7 +224,82 @@ BILLING_CALLS: list[tuple[str, Callable[[CreditlineClient], Message], Message, M
             overrides=[pricing_pb2.AccountPriceOverride(override_id="ovr_1")]
         ),
     ),
+    (
+        "ListPlans",
+        lambda c: c.list_plans(include_inactive=True),
+        billing_service_pb2.ListPlansRequest(include_inactive=True),
+        billing_service_pb2.ListPlansResponse(plans=[catalog_pb2.Plan(plan_id="pro_monthly")]),
+    ),
+    (
+        "ListCreditPackages",
+        lambda c: c.list_credit_packages(),
+        billing_service_pb2.ListCreditPackagesRequest(),
+        billing_service_pb2.ListCreditPackagesResponse(
+            packages=[catalog_pb2.CreditPackage(package_id="pack_500", credits="500")]
+        ),
+    ),
+    (
+        "CreateCheckoutSession",
+        lambda c: c.create_checkout_session(
+            "acct",
+            package_id="pack_500",
+            success_url="https://app.example/ok",
+            cancel_url="https://app.example/no",
+            idempotency_key="buy-1",
+        ),
+        billing_service_pb2.CreateCheckoutSessionRequest(
+            account_id="acct",
+            package_id="pack_500",
+            success_url="https://app.example/ok",
+            cancel_url="https://app.example/no",
+            idempotency_key="buy-1",
+        ),
+        billing_service_pb2.CreateCheckoutSessionResponse(session_id="cs_1", url="https://x"),
+    ),
+    (
+        "CreatePortalSession",
+        lambda c: c.create_portal_session("acct", return_url="https://app.example/account"),
+        billing_service_pb2.CreatePortalSessionRequest(
+            account_id="acct", return_url="https://app.example/account"
+        ),
+        billing_service_pb2.CreatePortalSessionResponse(url="https://portal"),
+    ),
+    (
+        "GetEntitlements",
+        lambda c: c.get_entitlements("acct"),
+        billing_service_pb2.GetEntitlementsRequest(account_id="acct"),
+        billing_service_pb2.GetEntitlementsResponse(
+            entitlements=subscription_pb2.Entitlements(account_id="acct")
+        ),
+    ),
+    (
+        "ListSubscriptions",
+        lambda c: c.list_subscriptions(account_id="acct", page_size=10),
+        billing_service_pb2.ListSubscriptionsRequest(account_id="acct", page_size=10),
+        billing_service_pb2.ListSubscriptionsResponse(
+            subscriptions=[subscription_pb2.Subscription(subscription_id="sub_1")]
+        ),
+    ),
+    (
+        "ApplyStripeEvent",
+        lambda c: c.apply_stripe_event(stripe_event_pb2.StripeEvent(event_id="evt_1")),
+        billing_service_pb2.ApplyStripeEventRequest(
+            event=stripe_event_pb2.StripeEvent(event_id="evt_1"), idempotency_key="stripe:evt_1"
+        ),
+        billing_service_pb2.ApplyStripeEventResponse(
+            outcome=stripe_event_pb2.STRIPE_EVENT_OUTCOME_APPLIED
+        ),
+    ),
 ]
+
+
+def test_checkout_needs_exactly_one_item(client: CreditlineClient, fake: FakeCreditline) -> None:
+    for items in ({}, {"package_id": "pack_500", "plan_id": "pro_monthly"}):
+        with pytest.raises(ValueError, match="exactly one"):
+            client.create_checkout_session(
+                "acct", success_url="https://a.example", cancel_url="https://b.example", **items
+            )
+    assert fake.received == []
 
 
 def test_every_billing_rpc_has_a_case() -> None:

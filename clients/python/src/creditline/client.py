@@ -870,10 +870,10 @@ class CreditlineClient:
 
     def get_entitlements(
         self, account_id: str, *, timeout: float | None = None
-    ) -> subscription_pb2.Entitlements:
+    ) -> billing_service_pb2.GetEntitlementsResponse:
         """Get an account's plan, allowance and balance (GetEntitlements)."""
         request = billing_service_pb2.GetEntitlementsRequest(account_id=account_id)
-        return self._invoke(self._billing.GetEntitlements, request, timeout).entitlements
+        return self._invoke(self._billing.GetEntitlements, request, timeout)
 
     def list_subscriptions(
         self,
