@@ -22,7 +22,13 @@ import grpc
 import pytest
 from creditline import CreditlineClient, PermissionDenied, Unauthenticated
 from creditline.errors import from_grpc_error
-from creditline.v1 import credit_service_pb2, credit_service_pb2_grpc, grant_pb2
+from creditline.v1 import (
+    billing_service_pb2,
+    billing_service_pb2_grpc,
+    credit_service_pb2,
+    credit_service_pb2_grpc,
+    grant_pb2,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import Engine
@@ -374,6 +380,51 @@ def test_every_rpc_checks_the_role(channel: grpc.Channel, engine: Engine, role: 
     denied = {name for name, code in codes.items() if code == grpc.StatusCode.PERMISSION_DENIED}
     assert denied == ALL_RPCS - ALLOWED[role]
     assert grpc.StatusCode.UNAUTHENTICATED not in codes.values()
+    assert table_counts(engine) == before
+
+
+BILLING = billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"]
+ALL_BILLING = frozenset(method.name for method in BILLING.methods)
+BILLING_READS = frozenset(
+    {
+        "EstimateCost",
+        "ListPriceBooks",
+        "ListModelPrices",
+        "GetModelPrice",
+        "ListTiers",
+        "ListPlans",
+        "ListCreditPackages",
+        "GetEntitlements",
+        "ListSubscriptions",
+    }
+)
+BILLING_ALLOWED = {
+    "admin": ALL_BILLING,
+    "service": BILLING_READS
+    | {"ListAccountPriceOverrides", "CreateCheckoutSession", "CreatePortalSession"},
+    "reader": BILLING_READS | {"ListAccountPriceOverrides"},
+    "gateway": BILLING_READS | {"ApplyStripeEvent"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(BILLING_ALLOWED))
+def test_every_billing_rpc_checks_the_role(
+    channel: grpc.Channel, engine: Engine, role: str
+) -> None:
+    stub = billing_service_pb2_grpc.BillingServiceStub(channel)
+    before = table_counts(engine)
+    codes: dict[str, grpc.StatusCode] = {}
+    for method in BILLING.methods:
+        request = getattr(billing_service_pb2, method.input_type.name)()
+        try:
+            getattr(stub, method.name)(
+                request, metadata=(("authorization", f"Bearer {TOKENS[role][0]}"),), timeout=10
+            )
+            codes[method.name] = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            codes[method.name] = error.code()
+    denied = {name for name, code in codes.items() if code == grpc.StatusCode.PERMISSION_DENIED}
+    assert denied == ALL_BILLING - BILLING_ALLOWED[role]
     assert table_counts(engine) == before
 
 
