@@ -29,6 +29,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, Protocol
 
+import grpc
 from aiohttp import web
 from creditline import (
     CreditlineClient,
@@ -71,6 +72,12 @@ class EventSink(Protocol):
         ...
 
 
+_CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
 SETTINGS_KEY: Final = web.AppKey("settings", GatewaySettings)
 SECRETS_KEY: Final = web.AppKey[tuple[str, ...]]("webhook_secrets")
 SINK_KEY: Final = web.AppKey[EventSink]("sink")
@@ -95,14 +102,26 @@ def create_app(settings: GatewaySettings, client: EventSink | None = None) -> we
 
 
 async def _creditline_client(app: web.Application) -> AsyncIterator[None]:
-    """Open the client to the Creditline server for the app's lifetime."""
+    """Open the client to the Creditline server for the app's lifetime.
+
+    Stripe is the one that retries a webhook, so the gateway tries once: a call waits (up to
+    the RPC timeout) for a server that is restarting, and a down server is a 503 within that
+    time. Reconnect backoff is capped at a second so a recovered server is seen at once.
+    """
     settings = app[SETTINGS_KEY]
+    channel = grpc.insecure_channel(settings.target, options=_CHANNEL_OPTIONS)
     client = CreditlineClient(
-        settings.target, token=settings.bearer_token, timeout=settings.rpc_timeout_seconds
+        settings.target,
+        token=settings.bearer_token,
+        timeout=settings.rpc_timeout_seconds,
+        max_attempts=1,
+        channel=channel,
+        wait_for_ready=True,
     )
     app[SINK_KEY] = client
     yield
     client.close()
+    channel.close()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -150,6 +150,23 @@ class ServerProcess:
             + self.stderr_text()
         )
 
+    def wait_for_line(self, text: str, timeout: float = START_TIMEOUT) -> str:
+        """The first stderr line containing text (for processes that log plain text, like the
+        gateway), waiting for it up to timeout seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self._stderr:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if self._stderr_closed or remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+        raise AssertionError(
+            f"{' '.join(self.args)} never logged {text!r}; stderr:\n" + self.stderr_text()
+        )
+
     def wait(self, timeout: float = COMMAND_TIMEOUT) -> int:
         """Wait for the process to exit by itself; kill it and fail past the timeout."""
         try:

@@ -90,8 +90,14 @@ class CreditlineClient:
         backoff: float = 0.05,
         credentials: grpc.ChannelCredentials | None = None,
         channel: grpc.Channel | None = None,
+        wait_for_ready: bool = False,
     ) -> None:
-        """Open a channel to target, or use the given one, and set the call defaults."""
+        """Open a channel to target, or use the given one, and set the call defaults.
+
+        With wait_for_ready a call made while the server is unreachable waits (up to its
+        deadline) for the connection instead of failing at once with UNAVAILABLE: for callers
+        that would rather wait for a restarting server than report it down.
+        """
         if channel is not None and credentials is not None:
             raise ValueError("pass credentials or a ready channel, not both")
         if timeout <= 0:
@@ -100,6 +106,7 @@ class CreditlineClient:
         self._timeout = timeout
         self._retry = RetryPolicy(max_attempts=max_attempts, initial_backoff=backoff)
         self._call_metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
+        self._wait_for_ready = wait_for_ready
         self._owns_channel = channel is None
         if channel is None:
             channel = (
@@ -933,7 +940,12 @@ class CreditlineClient:
 
         def attempt() -> _Response:
             try:
-                return method(request, timeout=deadline, metadata=self._call_metadata)
+                return method(
+                    request,
+                    timeout=deadline,
+                    metadata=self._call_metadata,
+                    wait_for_ready=self._wait_for_ready,
+                )
             except grpc.RpcError as err:
                 raise from_grpc_error(err) from err
 
