@@ -80,6 +80,15 @@ class BucketRepository:
             ],
         )
 
+    def save_expiries(self, changed: Sequence[Bucket]) -> None:
+        """Write the expiry of buckets whose expiry changed (rare: not on the hot path)."""
+        for bucket in changed:
+            self._conn.execute(
+                update(buckets)
+                .where(buckets.c.id == bucket.id)
+                .values(expires_at=opt_to_micros(bucket.expires_at))
+            )
+
     def page(
         self,
         account_id: str,

@@ -61,6 +61,7 @@ class AccountBook:
         self.new_entries: list[LedgerEntry] = []
         self.new_bucket_ids: set[str] = set()
         self.changed_bucket_ids: set[str] = set()
+        self.expiry_changed_ids: set[str] = set()
 
     @property
     def available(self) -> int:
@@ -185,6 +186,21 @@ class AccountBook:
         if bucket.status is not GrantStatus.ACTIVE:
             return None
         return self._close(bucket, GrantStatus.EXPIRED, context)
+
+    def set_expiry(self, grant_id: str, expires_at: datetime | None) -> None:
+        """Change when an active grant's remainder expires, e.g. when an upgrade moves a
+        period's allowance from a plan that resets to one that carries credits over."""
+        bucket = self.buckets[grant_id]
+        if bucket.status is not GrantStatus.ACTIVE or bucket.expires_at == expires_at:
+            return
+        if expires_at is not None and expires_at <= self.now:
+            raise InvalidField("expire_time", "must be later than now")
+        self._put(replace(bucket, expires_at=expires_at))
+        self.expiry_changed_ids.add(grant_id)
+
+    def changed_expiries(self) -> list[Bucket]:
+        """Existing buckets whose expiry this unit of work changed."""
+        return [self.buckets[i] for i in sorted(self.expiry_changed_ids - self.new_bucket_ids)]
 
     def take_back(self, grant_id: str, amount: int, context: EntryContext) -> LedgerEntry | None:
         """Void up to `amount` of a grant's unheld remainder (a refund or a lost dispute

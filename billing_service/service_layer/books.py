@@ -55,6 +55,8 @@ def save_book(tx: Tx, opened: OpenBook, *, new_hold_expiry: datetime | None = No
     book = opened.book
     tx.buckets.add(book.created_buckets())
     tx.buckets.save(book.changed_buckets())
+    if book.expiry_changed_ids:
+        tx.buckets.save_expiries(book.changed_expiries())
     tx.ledger.append(book.new_entries)
     for hold in opened.expired_holds:
         tx.reservations.save(hold)

@@ -501,6 +501,13 @@ def _raise_for_upgrade(
         now=now,
     )
     tx.subscriptions.raise_period(latest, plan_id=peak.id, credits=peak.monthly_credits)
+    # The period's credits now follow the richer plan's renewal policy, whichever plan
+    # granted them, so the same events in any order leave the same expiries.
+    expires = latest.period_end if peak.renewal_policy is RenewalPolicy.RESET else None
+    if expires is None or expires > now:
+        for live in _allowance_buckets(opened, subscription.id):
+            if live.metadata.get(PERIOD_KEY) == latest.period_start.isoformat():
+                opened.book.set_expiry(live.id, expires)
     return (bucket,) if bucket else ()
 
 

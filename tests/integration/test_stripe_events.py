@@ -178,11 +178,16 @@ def state(ctx: AppContext, engine: Engine, account: str = ACCOUNT) -> dict[str, 
     by_source: dict[str, int] = {}
     for bucket in view.buckets:
         by_source[bucket.source.value] = by_source.get(bucket.source.value, 0) + bucket.remaining
+    expiries = sorted(
+        (b.source.value, b.expires_at.isoformat() if b.expires_at else "never")
+        for b in view.buckets
+    )
     return {
         "balance": view.balance,
         "available": view.available,
         "ledger": ledger_sum(engine, account),
         "by_source": by_source,
+        "expiries": expiries,
         "subs": [
             (
                 s.status,
