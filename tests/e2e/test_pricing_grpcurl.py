@@ -158,3 +158,27 @@ def test_unknown_model_is_not_found_naming_it(grpcurl: Grpcurl) -> None:
     )
     info = error.error_info()
     assert (info["reason"], info["metadata"]["model"]) == ("MODEL_NOT_FOUND", "openai/gpt-nope")
+
+
+def test_the_shipped_catalog_is_on_sale_and_stripe_calls_say_what_to_configure(
+    grpcurl: Grpcurl,
+) -> None:
+    plans = grpcurl.call(f"{BILLING}/ListPlans")["plans"]
+    assert {p["plan_id"] for p in plans} >= {"starter_monthly", "ultimate_yearly"}
+    packages = grpcurl.call(f"{BILLING}/ListCreditPackages")["packages"]
+    assert [p["credits"] for p in packages] == ["100", "500", "2000"]
+    account = open_account(grpcurl, Decimal(100))
+    error = grpcurl.fail(
+        f"{BILLING}/CreateCheckoutSession",
+        {
+            "account_id": account,
+            "package_id": "pack_100",
+            "success_url": "https://app.example/ok",
+            "cancel_url": "https://app.example/no",
+            "idempotency_key": new_key(),
+        },
+    )
+    assert error.code == 9  # FAILED_PRECONDITION: this server has no STRIPE_SECRET_KEY
+    assert error.error_info()["reason"] == "STRIPE_NOT_CONFIGURED"
+    entitlements = grpcurl.call(f"{BILLING}/GetEntitlements", {"account_id": account})
+    assert entitlements["entitlements"]["balance"]["balance"] == "100"
