@@ -276,9 +276,12 @@ def _refund(tx: Tx, event: StripeEvent, charge: ChargeRefunded, now: datetime) -
 def _dispute(tx: Tx, event: StripeEvent, change: DisputeChanged, now: datetime) -> EventResult:
     purchase = tx.stripe.purchase_by_payment_intent(change.payment_intent_id)
     known = tx.stripe.dispute(change.dispute_id)
-    if purchase is None and known is None:
+    if known is not None:
+        account_id = known.account_id
+    elif purchase is not None:
+        account_id = purchase.account_id
+    else:
         return _park(tx, event, change.payment_intent_id, now)
-    account_id = known.account_id if known else purchase.account_id  # type: ignore[union-attr]
     opened = open_book(tx, account_id, now)
     rank = 0 if change.state is DisputeState.OPEN else 1
     if known is not None:
@@ -414,12 +417,10 @@ def _plan_in_force(tx: Tx, subscription: Subscription) -> Plan | None:
 
 
 def _set_state(
-    ctx: AppContext,
-    subscription: Subscription,
-    at: datetime,
-    status: SubscriptionStatus,
-    **changes: object,
+    ctx: AppContext, subscription: Subscription, at: datetime, status: SubscriptionStatus
 ) -> Subscription:
+    """The subscription with Stripe's status as of an event at `at` (frozen if overdue and
+    so configured)."""
     frozen = ctx.billing.freeze_allowance_when_past_due and status in PAYMENT_OVERDUE
     return replace(
         subscription,
@@ -427,7 +428,6 @@ def _set_state(
         state_event_at=at,
         state_rank=STATUS_RANK[status],
         allowance_frozen=frozen,
-        **changes,  # type: ignore[arg-type]
     )
 
 
@@ -447,11 +447,8 @@ def _subscription_changed(
     outcome = EventOutcome.STALE
     if subscription.is_newer(event.created, change.status):
         outcome = EventOutcome.APPLIED
-        subscription = _set_state(
-            ctx,
-            subscription,
-            event.created,
-            change.status,
+        subscription = replace(
+            _set_state(ctx, subscription, event.created, change.status),
             stripe_plan_id=plan.id,
             stripe_customer_id=change.customer_id or subscription.stripe_customer_id,
             current_period_start=change.period_start,
@@ -460,6 +457,7 @@ def _subscription_changed(
             canceled_at=change.canceled_at,
             ended_at=change.ended_at,
         )
+        subscription = _resume_drops(tx, subscription, now)
     grants = _raise_for_upgrade(tx, opened, subscription, event, now)
     if subscription.status is SubscriptionStatus.CANCELED and subscription.ended_at:
         subscription = replace(subscription, next_allowance_at=None)
@@ -474,6 +472,26 @@ def _subscription_changed(
     if outcome is EventOutcome.STALE and not grants:
         detail = "a newer state of the subscription was applied"
     return EventResult(outcome if not grants else EventOutcome.APPLIED, detail, grants)
+
+
+def _resume_drops(tx: Tx, subscription: Subscription, now: datetime) -> Subscription:
+    """A yearly plan back in a granting status (e.g. unpaid → active) picks up its monthly
+    allowances again from the month in progress, if that month was not granted yet."""
+    anchor, paid_through = subscription.current_period_start, subscription.paid_through
+    if (
+        subscription.status not in GRANTING
+        or subscription.next_allowance_at is not None
+        or anchor is None
+        or paid_through is None
+        or not anchor <= now < paid_through
+    ):
+        return subscription
+    start, _ = month_window(anchor, now, paid_through)
+    if tx.subscriptions.period(subscription.id, start) is not None:
+        start, _ = month_window(anchor, add_months(start, 1), paid_through)
+        if start >= paid_through:
+            return subscription
+    return replace(subscription, next_allowance_at=start)
 
 
 def _raise_for_upgrade(

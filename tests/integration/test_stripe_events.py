@@ -560,3 +560,27 @@ def test_any_order_and_duplicates_end_in_the_same_state(
     ]
     assert ordered["balance"] == credits_("400") + credits_("400") + credits_("400")
     assert ordered["available"] == 0
+
+
+def test_a_yearly_plan_pauses_its_drops_while_unpaid_and_resumes(
+    shop: AppContext, clock: ManualClock
+) -> None:
+    year_end = add_months(START, 12)
+    active = sub_change("ultimate_yearly", SubscriptionStatus.ACTIVE, START, year_end)
+    apply(shop, event(active, START))
+    apply(
+        shop,
+        event(invoice("ultimate_yearly", START, year_end, reason="subscription_create"), START),
+    )
+    clock.set(add_months(START, 1))
+    assert stripe_events.grant_due_allowances(shop) == 1
+    unpaid = replace(active, status=SubscriptionStatus.UNPAID)
+    apply(shop, event(unpaid, clock.now() + timedelta(days=1)))
+    clock.set(add_months(START, 2) + timedelta(days=1))
+    assert stripe_events.grant_due_allowances(shop) == 0  # no drop while unpaid
+    assert balance(shop)[0] == credits_("4000")  # ADD: two months of 2000
+    clock.set(add_months(START, 3) + timedelta(days=2))
+    apply(shop, event(active, clock.now()))
+    assert stripe_events.grant_due_allowances(shop) == 1  # the month in progress
+    assert stripe_events.grant_due_allowances(shop) == 0
+    assert balance(shop)[0] == credits_("6000")
