@@ -1,4 +1,5 @@
-"""The `creditline` command: serve, migrate, worker, pricebook and token helpers."""
+"""The `creditline` command: serve, gateway, migrate, worker, catalog, pricebook, stripe
+reconcile and token helpers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pydantic import ValidationError
 
 from billing_service import logs
 from billing_service.app import SchemaOutOfDate, make_context, open_engine
+from billing_service.catalog.catalog_file import CatalogFileError
+from billing_service.catalog.commands import pull_catalog, push_catalog, seed_default_catalog
 from billing_service.db import migrate
 from billing_service.db.engine import build_engine
 from billing_service.domain.errors import DomainError
@@ -31,12 +34,22 @@ from billing_service.rpc.auth import ROLES, new_token, parse_tokens
 from billing_service.rpc.server import InsecureListenError, build_server
 from billing_service.service_layer.pricing import get_price_book, load_price_book, seed_price_book
 from billing_service.settings import Settings
+from billing_service.stripe.client import build_stripe_client
+from webhook_gateway.app import gateway_main
+from webhook_gateway.reconcile import main as reconcile_main
 
 log = logging.getLogger("creditline")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `creditline` console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # The gateway and reconcile belong to webhook_gateway, which reads its own settings and
+    # arguments: it talks to this server over gRPC like any client and holds no database.
+    if arguments[:1] == ["gateway"]:
+        return gateway_main(arguments[1:])
+    if arguments[:2] == ["stripe", "reconcile"]:
+        return reconcile_main(arguments[2:])
     parser = argparse.ArgumentParser(prog="creditline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server (and background jobs)")
@@ -44,6 +57,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--database-url", help="database URL (CREDITLINE_DATABASE_URL)")
     serve.add_argument(
         "--workers", type=int, help="server processes sharing the port (CREDITLINE_WORKERS)"
+    )
+    commands.add_parser(
+        "gateway", help="run the Stripe webhook gateway (see `creditline gateway --help`)"
+    )
+    stripe_command = commands.add_parser("stripe", help="Stripe maintenance")
+    stripe_command.add_subparsers(dest="stripe_command", required=True).add_parser(
+        "reconcile",
+        help="apply Stripe events the gateway missed (see `creditline stripe reconcile --help`)",
+    )
+    catalog = commands.add_parser("catalog", help="sync credit packages and plans with Stripe")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    push = catalog_commands.add_parser(
+        "push", help="load a catalog file and create or update its Products and Prices in Stripe"
+    )
+    push.add_argument(
+        "--file", type=Path, help="catalog file (.json, .yaml or .yml; default: the shipped one)"
+    )
+    catalog_commands.add_parser(
+        "pull", help="import the prices that carry includedCredits metadata from Stripe"
     )
     commands.add_parser("migrate", help="bring the database schema to the newest revision")
     worker = commands.add_parser("worker", help="run only the background jobs")
@@ -63,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = commands.add_parser("token", help="create an auth token and its config entry")
     token.add_argument("--name", required=True, help="who the token is for, e.g. api-gateway")
     token.add_argument("--roles", required=True, help=f"'+'-separated roles from {sorted(ROLES)}")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
 
     overrides = {
         key: value
@@ -83,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(settings, args)
 
 
-def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+def _dispatch(settings: Settings, args: argparse.Namespace) -> int:  # noqa: PLR0911
     """Run the chosen command; expected failures become a logged line and exit status 1."""
     if args.command == "token":
         return _token(args.name, args.roles)
@@ -95,10 +127,19 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.command == "pricebook":
             return _pricebook(settings, args)
+        if args.command == "catalog":
+            return _catalog(settings, args)
         if args.command == "worker":
             return _worker(settings, once=args.once)
         return _serve(settings)
-    except (SchemaOutOfDate, InsecureListenError, ValueError, OSError, DomainError) as error:
+    except (
+        SchemaOutOfDate,
+        InsecureListenError,
+        ValueError,
+        OSError,
+        DomainError,
+        CatalogFileError,
+    ) as error:
         log.error(str(error))
         return 1
 
@@ -122,6 +163,8 @@ def _serve(settings: Settings) -> int:
         ctx, price_book_file.read(DEFAULT_PATH)
     ):
         log.info("loaded the shipped default price book as version 1")
+    if settings.seed_default_catalog and seed_default_catalog(ctx.db, ctx.clock):
+        log.info("loaded the shipped default catalog (not yet pushed to Stripe)")
     if settings.workers > 1:
         engine.dispose()
         return _supervise_workers(settings, stop)
@@ -264,6 +307,25 @@ def _pricebook(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
+
+
+def _catalog(settings: Settings, args: argparse.Namespace) -> int:
+    engine = open_engine(settings)
+    ctx = make_context(engine, settings)
+    stripe_client = build_stripe_client(settings)
+    try:
+        if args.catalog_command == "push":
+            report = push_catalog(ctx.db, stripe_client, args.file, ctx.clock, print)
+            print(
+                f"catalog pushed: {len(report.created)} created, {len(report.updated)} updated, "
+                f"{len(report.unchanged)} unchanged"
+            )
+        else:
+            items = pull_catalog(ctx.db, stripe_client, ctx.clock, print)
+            print(f"imported {len(items)} catalog items from Stripe")
+    finally:
+        engine.dispose()
+    return 0
 
 
 def _timestamp(text: str) -> datetime:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, or_, select, update
 
 from billing_service.db.codec import to_micros
-from billing_service.db.tables import catalog_items
+from billing_service.db.tables import catalog_items, catalog_prices
 from billing_service.domain.catalog import CatalogItem, CreditPackage, Interval, Plan, RenewalPolicy
 
 PACKAGE = "PACKAGE"
@@ -57,7 +57,20 @@ class CatalogRepository:
         return None if row is None else _item(row)
 
     def by_stripe_price(self, price_id: str, lookup_key: str = "") -> CatalogItem | None:
-        """The item sold at a Stripe price, found by price id or lookup key."""
+        """The item sold at a Stripe price, found by price id (current or replaced) or by
+        lookup key."""
+        if price_id:
+            row = (
+                self._conn.execute(
+                    select(catalog_items)
+                    .join(catalog_prices, catalog_prices.c.item_id == catalog_items.c.id)
+                    .where(catalog_prices.c.stripe_price_id == price_id)
+                )
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                return _item(row)
         conditions = [catalog_items.c.stripe_price_id == price_id] if price_id else []
         if lookup_key:
             conditions.append(catalog_items.c.lookup_key == lookup_key)
@@ -78,18 +91,21 @@ class CatalogRepository:
         existing = self.get(item.id)
         if existing is None:
             self._conn.execute(insert(catalog_items).values(**values))
-            return
-        if not item.stripe_price_id:
-            values.pop("stripe_price_id")
-            values.pop("stripe_product_id")
-        self._conn.execute(
-            update(catalog_items).where(catalog_items.c.id == item.id).values(**values)
-        )
+        else:
+            if not item.stripe_price_id:
+                values.pop("stripe_price_id")
+                values.pop("stripe_product_id")
+            self._conn.execute(
+                update(catalog_items).where(catalog_items.c.id == item.id).values(**values)
+            )
+        self._remember_price(item.id, item.stripe_price_id, now)
 
     def set_stripe_ids(
         self, item_id: str, *, product_id: str, price_id: str, now: datetime
     ) -> None:
-        """Record the Stripe product and price an item is sold at."""
+        """Record the Stripe product and price an item is sold at, keeping the prices it was
+        sold at before (subscriptions stay on a replaced price until they renew)."""
+        self._remember_price(item_id, price_id, now)
         self._conn.execute(
             update(catalog_items)
             .where(catalog_items.c.id == item_id)
@@ -97,6 +113,17 @@ class CatalogRepository:
                 stripe_product_id=product_id, stripe_price_id=price_id, updated_at=to_micros(now)
             )
         )
+
+    def _remember_price(self, item_id: str, price_id: str, now: datetime) -> None:
+        if not price_id:
+            return
+        known = select(catalog_prices.c.item_id).where(catalog_prices.c.stripe_price_id == price_id)
+        if self._conn.execute(known).first() is None:
+            self._conn.execute(
+                insert(catalog_prices).values(
+                    stripe_price_id=price_id, item_id=item_id, recorded_at=to_micros(now)
+                )
+            )
 
     def is_empty(self) -> bool:
         """Whether no item was ever loaded."""

@@ -220,6 +220,16 @@ catalog_items = Table(
     Index(None, "stripe_price_id"),
 )
 
+# Every Stripe price an item was ever sold at: subscriptions keep a replaced price until they
+# renew, and their events must still find the plan.
+catalog_prices = Table(
+    "catalog_prices",
+    metadata,
+    Column("stripe_price_id", String(255), primary_key=True),
+    Column("item_id", String(64), ForeignKey("catalog_items.id"), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
 # The mirror of Stripe subscriptions. Stripe's state (status, period, plan) is kept with the
 # (event time, status rank) of the event that set it, so an older event never overwrites it.
 subscriptions = Table(

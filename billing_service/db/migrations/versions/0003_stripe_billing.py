@@ -102,6 +102,17 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "catalog_prices",
+        sa.Column("stripe_price_id", sa.String(length=255), nullable=False),
+        sa.Column("item_id", sa.String(length=64), nullable=False),
+        sa.Column("recorded_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["item_id"], ["catalog_items.id"], name=op.f("fk_catalog_prices_item_id_catalog_items")
+        ),
+        sa.PrimaryKeyConstraint("stripe_price_id", name=op.f("pk_catalog_prices")),
+    )
+
+    op.create_table(
         "parked_payment_events",
         sa.Column("event_id", sa.String(length=255), nullable=False),
         sa.Column("payment_intent_id", sa.String(length=255), nullable=False),
@@ -198,6 +209,7 @@ def downgrade() -> None:
 
     op.drop_table("purchases")
     op.drop_table("parked_payment_events")
+    op.drop_table("catalog_prices")
     with op.batch_alter_table("disputes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_disputes_account_id"))
 

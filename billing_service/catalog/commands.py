@@ -1,0 +1,97 @@
+"""The catalog commands behind `creditline catalog push|pull` and the start-up seed: load a
+catalog file into the database, sync it with Stripe, and record the Stripe ids it is sold at.
+
+Stripe is called outside any database transaction (a transaction never waits on the
+network). Push writes the file's items first, then pushes, then records the Stripe ids; if
+Stripe fails part-way, running the same push again finishes the job, since push is idempotent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import stripe
+
+from billing_service.catalog import catalog_file
+from billing_service.db.catalog import CatalogRepository
+from billing_service.domain.catalog import CatalogItem
+from billing_service.domain.clock import Clock
+from billing_service.domain.errors import FailedPrecondition, stripe_not_configured
+from billing_service.service_layer.unit_of_work import Database, Tx
+from billing_service.stripe.catalog_sync import Progress, PushReport, pull, push
+
+
+def push_catalog(
+    db: Database,
+    stripe_client: stripe.StripeClient | None,
+    path: Path | None,
+    clock: Clock,
+    progress: Progress,
+) -> PushReport:
+    """Load a catalog file (the shipped default when path is None) into the database, push
+    every item to Stripe, and record the product and price each is sold at.
+
+    Raises CatalogFileError for a bad file (nothing is written), FailedPrecondition when Stripe
+    is not configured or refuses, or when a lookup key belongs to another item in the database,
+    and StripeUnavailable when Stripe cannot be reached.
+    """
+    if stripe_client is None:
+        raise stripe_not_configured("catalog push")
+    items = catalog_file.read(path or catalog_file.DEFAULT_PATH)
+    db.write(lambda tx: _upsert_all(tx, items, clock))
+    report = push(stripe_client, items, progress=progress)
+
+    def record(tx: Tx) -> None:
+        repository = CatalogRepository(tx.connection)
+        now = clock.now()
+        for pushed in report.items:
+            repository.set_stripe_ids(
+                pushed.item_id, product_id=pushed.product_id, price_id=pushed.price_id, now=now
+            )
+
+    db.write(record)
+    return report
+
+
+def pull_catalog(
+    db: Database, stripe_client: stripe.StripeClient | None, clock: Clock, progress: Progress
+) -> list[CatalogItem]:
+    """Read the catalog Stripe sells and write it, with its Stripe ids, into the database.
+
+    Items the database has and Stripe does not are left as they are.
+    """
+    if stripe_client is None:
+        raise stripe_not_configured("catalog pull")
+    items = pull(stripe_client, progress=progress)
+    db.write(lambda tx: _upsert_all(tx, items, clock))
+    return items
+
+
+def seed_default_catalog(db: Database, clock: Clock) -> bool:
+    """Load the shipped catalog when the catalog has never been loaded; True if it was."""
+    items = catalog_file.read(catalog_file.DEFAULT_PATH)
+
+    def seed(tx: Tx) -> bool:
+        if not CatalogRepository(tx.connection).is_empty():
+            return False
+        _upsert_all(tx, items, clock)
+        return True
+
+    return db.write(seed)
+
+
+def _upsert_all(tx: Tx, items: list[CatalogItem], clock: Clock) -> None:
+    repository = CatalogRepository(tx.connection)
+    now = clock.now()
+    for item in items:
+        # Lookup keys are unique in the table: name the clash instead of failing on the index.
+        holder = repository.by_stripe_price("", item.lookup_key)
+        if holder is not None and holder.id != item.id:
+            raise FailedPrecondition(
+                f"lookup key {item.lookup_key!r} of {item.id!r} already belongs to catalog item "
+                f"{holder.id!r}",
+                reason="CATALOG_LOOKUP_KEY_TAKEN",
+                lookup_key=item.lookup_key,
+                item_id=holder.id,
+            )
+        repository.upsert(item, now)
