@@ -176,6 +176,7 @@ def test_checkout_refusals_name_the_problem_and_call_no_stripe(
     error: type[Exception],
     reason: str,
 ) -> None:
+    kwargs = dict(kwargs)  # shared by both database runs of the case
     account = kwargs.pop("account", "buyer")
     urls = {"success_url": kwargs.pop("success_url", OK_URL), "cancel_url": CANCEL_URL}
     with pytest.raises(error) as refused:
