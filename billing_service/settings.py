@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     metrics_listen: str = Field(
         "", description="host:port for Prometheus /metrics over HTTP; empty turns it off"
     )
+    price_book_refresh_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="how stale the price book version in force may be for account-free "
+        "estimates on a replica that did not write the new version",
+    )
     stripe_secret_key: str = Field(
         "",
         validation_alias="STRIPE_SECRET_KEY",

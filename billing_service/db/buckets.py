@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, tuple_, update
 
+from billing_service.db.accounts import Sums, parse_sources
 from billing_service.db.codec import (
     dump_map,
     from_micros,
@@ -15,7 +16,7 @@ from billing_service.db.codec import (
     opt_to_micros,
     to_micros,
 )
-from billing_service.db.tables import buckets
+from billing_service.db.tables import accounts, buckets
 from billing_service.domain.model import Bucket, GrantSource, GrantStatus
 
 # Must match the predicate of ix_buckets_live so both databases use that index.
@@ -23,6 +24,18 @@ _LIVE = or_(buckets.c.remaining > 0, buckets.c.status == GrantStatus.PENDING.val
 
 
 _LIVE_OF = select(buckets).where(buckets.c.account_id == bindparam("account_id"), _LIVE)
+# An account's sums and live buckets in one statement (one snapshot, no transaction needed).
+_SUMS_AND_LIVE = (
+    select(
+        accounts.c.balance.label("a_balance"),
+        accounts.c.held.label("a_held"),
+        accounts.c.sweep_due_at.label("a_sweep_due_at"),
+        accounts.c.frozen_sources.label("a_frozen_sources"),
+        *buckets.c,
+    )
+    .select_from(accounts.outerjoin(buckets, (buckets.c.account_id == accounts.c.id) & _LIVE))
+    .where(accounts.c.id == bindparam("account_id"))
+)
 _SAVE = (
     update(buckets)
     .where(buckets.c.id == bindparam("b_id"))
@@ -44,6 +57,21 @@ class BucketRepository:
         """The account's buckets that hold credits or are still to take effect."""
         rows = self._conn.execute(_LIVE_OF, {"account_id": account_id})
         return [_bucket(r._mapping) for r in rows]
+
+    def sums_and_live(self, account_id: str) -> tuple[Sums, list[Bucket]] | None:
+        """The account's cached sums and its live buckets, read by one statement; None when
+        the account does not exist."""
+        rows = self._conn.execute(_SUMS_AND_LIVE, {"account_id": account_id}).all()
+        if not rows:
+            return None
+        first = rows[0]._mapping
+        sums = Sums(
+            first["a_balance"],
+            first["a_held"],
+            opt_from_micros(first["a_sweep_due_at"]),
+            parse_sources(first["a_frozen_sources"]),
+        )
+        return sums, [_bucket(r._mapping) for r in rows if r._mapping["id"] is not None]
 
     def by_ids(self, ids: Iterable[str]) -> list[Bucket]:
         """The named buckets that exist."""

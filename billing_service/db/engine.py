@@ -64,6 +64,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Readers (execution option read_only) keep WAL's concurrent snapshot reads.
-        read_only = connection.get_execution_options().get("read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # Readers (execution option read_only) keep WAL's concurrent snapshot reads; a read of
+        # one statement (single_statement) needs no transaction: the statement is its own.
+        options = connection.get_execution_options()
+        if options.get("single_statement", False):
+            return
+        connection.exec_driver_sql(
+            "BEGIN" if options.get("read_only", False) else "BEGIN IMMEDIATE"
+        )

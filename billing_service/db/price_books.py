@@ -68,6 +68,15 @@ class PriceBookRepository:
         value = self._conn.execute(_IN_FORCE, {"at": to_micros(at)}).scalar_one_or_none()
         return None if value is None else int(value)
 
+    def version_starts(self) -> list[tuple[datetime, int]]:
+        """(effective time, version) of every version, oldest version first."""
+        rows = self._conn.execute(
+            select(price_books.c.effective_at, price_books.c.version).order_by(
+                price_books.c.version
+            )
+        )
+        return [(from_micros(row[0]), int(row[1])) for row in rows]
+
     def newest(self) -> int | None:
         """The highest version number, in force or not."""
         value = self._conn.execute(select(func.max(price_books.c.version))).scalar_one_or_none()

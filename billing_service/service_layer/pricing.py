@@ -100,6 +100,8 @@ def estimate_cost(ctx: AppContext, usage: Usage, account_id: str) -> EstimateRes
         check_id(account_id, "account_id")
 
     now = ctx.clock.now()
+    if not account_id:
+        return EstimateResult(estimate(ctx.books.in_force(ctx.db, now), usage, [], now), None)
 
     # The balance as of now (due expiries applied), read before pricing: "covered" is advice
     # for the caller, and the hold that follows checks the balance again under its lock.
@@ -223,7 +225,7 @@ def upsert_model_prices(
             markup=markup,
         )
 
-    return run_idempotent(
+    outcome = run_idempotent(
         ctx.db,
         ctx.clock,
         operation="UpsertModelPrices",
@@ -238,6 +240,8 @@ def upsert_model_prices(
         result_type=VersionResult,
         work=lambda tx, now: VersionResult(_new_version(ctx, tx, now, change)),
     )
+    ctx.books.forget_versions()  # after the commit: the new version is visible
+    return outcome
 
 
 def upsert_tier(
@@ -259,7 +263,7 @@ def upsert_tier(
             tiers=[tier],
         )
 
-    return run_idempotent(
+    outcome = run_idempotent(
         ctx.db,
         ctx.clock,
         operation="UpsertTier",
@@ -268,6 +272,8 @@ def upsert_tier(
         result_type=TierResult,
         work=lambda tx, now: TierResult(tier, _new_version(ctx, tx, now, change)),
     )
+    ctx.books.forget_versions()  # after the commit: the new version is visible
+    return outcome
 
 
 def load_price_book(
@@ -292,7 +298,7 @@ def load_price_book(
             tiers=book.tiers,
         )
 
-    return run_idempotent(
+    outcome = run_idempotent(
         ctx.db,
         ctx.clock,
         operation="LoadPriceBook",
@@ -304,6 +310,8 @@ def load_price_book(
         result_type=VersionResult,
         work=lambda tx, now: VersionResult(_new_version(ctx, tx, now, replace_all)),
     )
+    ctx.books.forget_versions()  # after the commit: the new version is visible
+    return outcome
 
 
 def seed_price_book(ctx: AppContext, book: PriceBook) -> bool:
@@ -328,7 +336,9 @@ def seed_price_book(ctx: AppContext, book: PriceBook) -> bool:
         )
         return True
 
-    return ctx.db.write(seed)
+    seeded = ctx.db.write(seed)
+    ctx.books.forget_versions()
+    return seeded
 
 
 def set_account_price_override(

@@ -36,21 +36,15 @@ def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
     now = ctx.clock.now()
 
     def read(tx: Tx) -> BalanceView | None:
-        locked = tx.accounts.get_sums(account_id)
-        if locked is None:
+        found = tx.buckets.sums_and_live(account_id)
+        if found is None:
             raise NotFound("ACCOUNT", "account_id", account_id)
-        if locked.sweep_due_at is not None and locked.sweep_due_at <= now:
+        sums, live = found
+        if sums.sweep_due_at is not None and sums.sweep_due_at <= now:
             return None
-        return _view(
-            account_id,
-            locked.balance,
-            locked.held,
-            tx.buckets.live(account_id),
-            now,
-            locked.frozen_sources,
-        )
+        return _view(account_id, sums.balance, sums.held, live, now, sums.frozen_sources)
 
-    view = ctx.db.read(read)
+    view = ctx.db.read_statement(read)
     if view is not None:
         return view
 
