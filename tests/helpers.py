@@ -12,7 +12,7 @@ TABLES = (
     "accounts, buckets, ledger_entries, reservations, idempotency_records, "
     "price_overrides, tiers, model_prices, price_books, catalog_items, subscriptions, "
     "allowance_periods, purchases, disputes, stripe_events, parked_payment_events, "
-    "catalog_prices"
+    "catalog_prices, billing_periods"
 )
 
 

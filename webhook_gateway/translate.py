@@ -252,10 +252,18 @@ def _invoice(head: _Head, invoice: _Fields) -> StripeEvent | None:
         billing_reason=invoice.text("billing_reason", required=False),
         paid=head.type == "invoice.paid",
         amount_paid=invoice.integer("amount_paid"),
+        proration=_is_proration(line),
     )
     return StripeEvent(
         event_id=head.event_id, type=head.type, create_time=head.create_time, invoice=payload
     )
+
+
+def _is_proration(line: _Fields) -> bool:
+    """Whether an invoice line adjusts part of a period rather than charging a whole one."""
+    parent = line.maybe_child("parent")
+    details = None if parent is None else parent.maybe_child("subscription_item_details")
+    return details is not None and details.flag("proration")
 
 
 def _subscription_line(lines: list[_Fields], path: str) -> _Fields:
@@ -277,9 +285,7 @@ def _subscription_line(lines: list[_Fields], path: str) -> _Fields:
         if parent is None or parent.text("type", required=False) != "subscription_item_details":
             continue
         subscription_lines.append(line)
-        details = parent.maybe_child("subscription_item_details")
-        proration = details is not None and details.flag("proration")
-        if not proration:
+        if not _is_proration(line):
             regular.append(line)
         elif line.integer("amount", required=False) > 0:
             charged_prorations.append(line)

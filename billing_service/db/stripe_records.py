@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from billing_service.db.codec import from_micros, to_micros
 from billing_service.db.tables import disputes, parked_payment_events, purchases, stripe_events
+from billing_service.domain.purchases import Dispute, Purchase
 from billing_service.domain.stripe_events import DisputeState, EventOutcome, EventResult
-
-
-@dataclass(frozen=True)
-class Purchase:
-    """A credit package bought through one Checkout session."""
-
-    checkout_session_id: str
-    account_id: str
-    package_id: str
-    credits: int
-    grant_id: str
-    payment_intent_id: str
-    amount_total: int
-    currency: str
-    refunded_amount: int
-    clawed_back: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Dispute:
-    """A dispute of a purchase's charge."""
-
-    id: str
-    account_id: str
-    payment_intent_id: str
-    charge_id: str
-    state: DisputeState
-    state_event_at: datetime
-    created_at: datetime
-    updated_at: datetime
 
 
 class StripeRecordRepository:
@@ -115,6 +85,19 @@ class StripeRecordRepository:
             self._conn.execute(insert(disputes).values(**values))
         else:
             self._conn.execute(update(disputes).where(disputes.c.id == dispute.id).values(**values))
+
+    def lock_payment(self, payment_intent_id: str) -> None:
+        """Hold the right to read and change what is recorded about one payment (its purchase,
+        refunds, disputes, parked events) until the transaction ends.
+
+        Taken before the account lock by every event about a payment, so two refunds of one
+        charge, or a refund racing its purchase, take turns: an advisory lock on PostgreSQL,
+        the single writer lock on SQLite.
+        """
+        if payment_intent_id and self._conn.dialect.name == "postgresql":
+            self._conn.execute(
+                select(func.pg_advisory_xact_lock(func.hashtextextended(payment_intent_id, 0)))
+            )
 
     def any_open_dispute(self, account_id: str) -> bool:
         """Whether an account has a dispute still open."""

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from billing_service.db.codec import from_micros, opt_from_micros, opt_to_micros, to_micros
-from billing_service.db.tables import allowance_periods, subscriptions
+from billing_service.db.tables import allowance_periods, billing_periods, subscriptions
 from billing_service.domain.subscriptions import (
     AllowancePeriod,
     Subscription,
@@ -22,10 +22,11 @@ _TIMES = (
     "current_period_end",
     "canceled_at",
     "ended_at",
-    "peak_period_start",
     "paid_through",
     "next_allowance_at",
 )
+
+_PERIOD_TIMES = ("period_start", "period_end", "billing_period_start", "created_at")
 
 
 class SubscriptionRepository:
@@ -119,22 +120,97 @@ class SubscriptionRepository:
         )
         return None if row is None else _period(row)
 
+    def latest_period_in(
+        self, subscription_id: str, billing_period_start: datetime
+    ) -> AllowancePeriod | None:
+        """The newest allowance period of one billing period."""
+        row = (
+            self._conn.execute(
+                select(allowance_periods)
+                .where(
+                    allowance_periods.c.subscription_id == subscription_id,
+                    allowance_periods.c.billing_period_start == to_micros(billing_period_start),
+                )
+                .order_by(allowance_periods.c.period_start.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else _period(row)
+
     def add_period(self, period: AllowancePeriod) -> None:
-        """Record a granted allowance period (its primary key refuses a second grant)."""
+        """Record an allowance period (its primary key refuses a second grant)."""
         values = asdict(period)
-        for name in ("period_start", "period_end", "created_at"):
+        for name in _PERIOD_TIMES:
             values[name] = to_micros(values[name])
         self._conn.execute(insert(allowance_periods).values(**values))
 
-    def raise_period(self, period: AllowancePeriod, *, plan_id: str, credits: int) -> None:
-        """Record that an upgrade raised a period's allowance."""
+    def add_carried(self, period: AllowancePeriod, credits: int) -> None:
+        """Record credits carried into a period after it started (a late earlier period)."""
         self._conn.execute(
             update(allowance_periods)
             .where(
                 allowance_periods.c.subscription_id == period.subscription_id,
                 allowance_periods.c.period_start == to_micros(period.period_start),
             )
-            .values(plan_id=plan_id, credits=credits)
+            .values(carried=allowance_periods.c.carried + credits)
+        )
+
+    def plan_seen(self, subscription_id: str, billing_period_start: datetime) -> str | None:
+        """The richest plan seen so far for a billing period."""
+        row = self._conn.execute(
+            select(billing_periods.c.plan_id).where(
+                billing_periods.c.subscription_id == subscription_id,
+                billing_periods.c.period_start == to_micros(billing_period_start),
+            )
+        ).first()
+        return None if row is None else str(row[0])
+
+    def see_plan(
+        self,
+        subscription_id: str,
+        billing_period_start: datetime,
+        plan_id: str,
+        *,
+        new: bool,
+        now: datetime,
+    ) -> None:
+        """Record the richest plan seen for a billing period."""
+        if new:
+            self._conn.execute(
+                insert(billing_periods).values(
+                    subscription_id=subscription_id,
+                    period_start=to_micros(billing_period_start),
+                    plan_id=plan_id,
+                    updated_at=to_micros(now),
+                )
+            )
+            return
+        self._conn.execute(
+            update(billing_periods)
+            .where(
+                billing_periods.c.subscription_id == subscription_id,
+                billing_periods.c.period_start == to_micros(billing_period_start),
+            )
+            .values(plan_id=plan_id, updated_at=to_micros(now))
+        )
+
+    def raise_period(
+        self, period: AllowancePeriod, *, plan_id: str, credits: int, carried: int | None = None
+    ) -> None:
+        """Record that an upgrade raised a period's allowance (and, for a late period, what it
+        now adds to the period after it)."""
+        values: dict[str, object] = {"plan_id": plan_id, "credits": credits}
+        if carried is not None:
+            values["carried"] = carried
+        self._conn.execute(
+            update(allowance_periods)
+            .where(
+                allowance_periods.c.subscription_id == period.subscription_id,
+                allowance_periods.c.period_start == to_micros(period.period_start),
+            )
+            .values(**values)
         )
 
 
@@ -160,6 +236,7 @@ def _subscription(row: Any) -> Subscription:
 
 def _period(row: Any) -> AllowancePeriod:
     values = dict(row)
-    for name in ("period_start", "period_end", "created_at"):
+    for name in _PERIOD_TIMES:
         values[name] = from_micros(values[name])
+    values["granted"] = bool(values["granted"])
     return AllowancePeriod(**values)

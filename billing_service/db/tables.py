@@ -247,10 +247,6 @@ subscriptions = Table(
     Column("cancel_at_period_end", Boolean, nullable=False, server_default=text("false")),
     Column("canceled_at", BigInteger, nullable=True),
     Column("ended_at", BigInteger, nullable=True),
-    # The richest plan seen for the period starting at peak_period_start: an upgrade counts
-    # at once, a downgrade waits for the next period.
-    Column("peak_plan_id", String(64), nullable=False, server_default=""),
-    Column("peak_period_start", BigInteger, nullable=True),
     Column("allowance_frozen", Boolean, nullable=False, server_default=text("false")),
     # Yearly plans: paid up to here, and the next monthly allowance is due then.
     Column("paid_through", BigInteger, nullable=True),
@@ -261,16 +257,31 @@ subscriptions = Table(
     Index(None, "next_allowance_at"),
 )
 
-# One row per allowance period of a subscription: the guard that grants it once.
+# The richest plan seen for each billing period of a subscription: an upgrade counts at once,
+# a downgrade waits for the next period, whatever order the events arrive in (a maximum).
+billing_periods = Table(
+    "billing_periods",
+    metadata,
+    Column("subscription_id", String(255), ForeignKey("subscriptions.id"), primary_key=True),
+    Column("period_start", BigInteger, primary_key=True),
+    Column("plan_id", String(64), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# One row per allowance period of a subscription (a month, also of a yearly billing period):
+# the guard that grants it once. granted is false for a period recorded without a grant (paid
+# after the subscription ended, or after a later period had started).
 allowance_periods = Table(
     "allowance_periods",
     metadata,
     Column("subscription_id", String(255), ForeignKey("subscriptions.id"), primary_key=True),
     Column("period_start", BigInteger, primary_key=True),
     Column("period_end", BigInteger, nullable=False),
+    Column("billing_period_start", BigInteger, nullable=False),
     Column("plan_id", String(64), nullable=False),
     Column("credits", BigInteger, nullable=False),
     Column("carried", BigInteger, nullable=False, server_default="0"),
+    Column("granted", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", BigInteger, nullable=False),
 )
 

@@ -76,6 +76,7 @@ class InvoiceSettled:
     billing_reason: str
     paid: bool
     amount_paid: int
+    proration: bool = False
 
 
 @dataclass(frozen=True)

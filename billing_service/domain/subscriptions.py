@@ -7,9 +7,9 @@ in whole seconds, so several events of one subscription often share a second; th
 those ties the way a subscription moves (incomplete → active → past_due → … → canceled), so
 `subscription.created` (incomplete) never undoes an `invoice.paid` (active) of the same second.
 
-Plans: an allowance period uses the richest plan seen for the billing period it falls in (the
-"peak"). Taking the maximum is what makes an upgrade count at once and a downgrade wait for the
-next period, whatever order the events arrive in.
+Plans: an allowance period uses the richest plan seen for the billing period it falls in.
+Taking the maximum is what makes an upgrade count at once and a downgrade wait for the next
+period, whatever order the events arrive in.
 """
 
 from __future__ import annotations
@@ -68,8 +68,6 @@ class Subscription:
     cancel_at_period_end: bool
     canceled_at: datetime | None
     ended_at: datetime | None
-    peak_plan_id: str
-    peak_period_start: datetime | None
     allowance_frozen: bool
     paid_through: datetime | None
     next_allowance_at: datetime | None
@@ -90,9 +88,11 @@ class AllowancePeriod:
     subscription_id: str
     period_start: datetime
     period_end: datetime
+    billing_period_start: datetime
     plan_id: str
     credits: int
     carried: int
+    granted: bool
     created_at: datetime
 
 

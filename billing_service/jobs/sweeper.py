@@ -7,8 +7,8 @@ import logging
 import threading
 
 from billing_service.metrics import Metrics
+from billing_service.service_layer.allowances import grant_due_allowances
 from billing_service.service_layer.context import AppContext
-from billing_service.service_layer.stripe_events import grant_due_allowances
 from billing_service.service_layer.sweeping import sweep_due_accounts
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from creditline.v1 import catalog_pb2, stripe_event_pb2, subscription_pb2
@@ -23,6 +24,7 @@ from billing_service.domain.stripe_events import (
     SubscriptionChanged,
 )
 from billing_service.domain.subscriptions import Subscription, SubscriptionStatus
+from billing_service.domain.validation import MAX_TEXT, check_id
 from billing_service.rpc import wire
 from billing_service.rpc.convert import balance_out
 from billing_service.service_layer.billing import EntitlementsView
@@ -126,9 +128,13 @@ def event_in(message: stripe_event_pb2.StripeEvent) -> StripeEvent:
 
 def _payload(message: stripe_event_pb2.StripeEvent) -> Payload:
     kind = message.WhichOneof("payload")
+    if kind is not None:
+        _check_fields(getattr(message, kind), f"event.{kind}")
     if kind == "checkout_session":
         c = message.checkout_session
         _require(c.session_id, "event.checkout_session.session_id")
+        if c.mode not in _MODES:
+            raise InvalidField("event.checkout_session.mode", "must be payment or subscription")
         return CheckoutCompleted(
             session_id=c.session_id,
             mode=c.mode,
@@ -181,6 +187,7 @@ def _payload(message: stripe_event_pb2.StripeEvent) -> Payload:
             billing_reason=i.billing_reason,
             paid=i.paid,
             amount_paid=i.amount_paid,
+            proration=i.proration,
         )
     if kind == "payment_intent":
         p = message.payment_intent
@@ -217,6 +224,37 @@ def result_out(result: EventResult) -> tuple[int, str, list[str]]:
 def _require(value: str, field: str) -> None:
     if not value:
         raise InvalidField(field, "is required")
+
+
+_STRIPE_ID = re.compile(r"[\x21-\x7e]{1,255}", re.ASCII)
+_MODES = frozenset({"payment", "subscription"})
+
+
+def _check_fields(message: Message, path: str) -> None:
+    """Refuse what no real Stripe event holds, naming the field, before anything is stored:
+    ids that are not 1-255 printable characters, over-long text, negative amounts, and
+    periods that end before they start."""
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}"
+        if field.name == "account_id":
+            check_id(value, name)
+        elif field.name.endswith("_id") and not _STRIPE_ID.fullmatch(value):
+            raise InvalidField(name, "must be 1 to 255 printable ASCII characters, no spaces")
+        elif isinstance(value, str) and len(value) > MAX_TEXT:
+            raise InvalidField(name, f"must be at most {MAX_TEXT} characters")
+        elif isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise InvalidField(name, "must not be negative")
+    for start, end in (
+        ("current_period_start_time", "current_period_end_time"),
+        ("period_start_time", "period_end_time"),
+    ):
+        if (
+            start in message.DESCRIPTOR.fields_by_name
+            and message.HasField(start)
+            and message.HasField(end)
+            and getattr(message, end).ToDatetime() <= getattr(message, start).ToDatetime()
+        ):
+            raise InvalidField(f"{path}.{end}", f"must be later than {start}")
 
 
 def _time(message: Message, name: str) -> datetime | None:

@@ -21,11 +21,11 @@ from billing_service.domain.errors import (
 from billing_service.domain.model import Account, BalanceView, GrantStatus
 from billing_service.domain.subscriptions import AllowancePeriod, Subscription, SubscriptionStatus
 from billing_service.domain.validation import check_id, check_idempotency_key
+from billing_service.service_layer.allowances import ALLOWANCE_SOURCES, SUBSCRIPTION_KEY
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.pagination import Page, decode_token, encode_token, page_size
 from billing_service.service_layer.ports import CheckoutSession, StripePort
 from billing_service.service_layer.queries import get_balance
-from billing_service.service_layer.stripe_events import ALLOWANCE_SOURCES, SUBSCRIPTION_KEY
 from billing_service.service_layer.unit_of_work import Tx
 
 MAX_URL = 2048

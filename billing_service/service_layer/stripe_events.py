@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
-from functools import partial
 
 from billing_service.db import dataclass_json as codec
-from billing_service.db.stripe_records import Dispute, Purchase
 from billing_service.domain.amounts import format_amount
-from billing_service.domain.catalog import CreditPackage, Plan, RenewalPolicy, renew
+from billing_service.domain.catalog import CreditPackage, Plan
 from billing_service.domain.errors import InvalidField, NotFound
-from billing_service.domain.model import Bucket, EntryContext, GrantSource, GrantStatus
+from billing_service.domain.model import EntryContext, GrantSource
+from billing_service.domain.purchases import Dispute, Purchase
 from billing_service.domain.stripe_events import (
     ChargeRefunded,
     CheckoutCompleted,
@@ -44,21 +43,16 @@ from billing_service.domain.subscriptions import (
     GRANTING,
     PAYMENT_OVERDUE,
     STATUS_RANK,
-    AllowancePeriod,
     Subscription,
     SubscriptionStatus,
-    add_months,
-    month_window,
 )
 from billing_service.domain.validation import check_id
+from billing_service.service_layer import allowances
 from billing_service.service_layer.books import OpenBook, open_book, save_book
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.idempotency import Outcome, run_idempotent
 from billing_service.service_layer.unit_of_work import Tx
 
-ALLOWANCE_SOURCES = frozenset({GrantSource.SUBSCRIPTION, GrantSource.ROLLOVER})
-SUBSCRIPTION_KEY = "stripe_subscription"
-PERIOD_KEY = "allowance_period_start"
 # Invoices that pay for a new billing period; others (prorations, manual) grant nothing.
 PERIOD_INVOICES = frozenset({"subscription_create", "subscription_cycle"})
 
@@ -125,7 +119,7 @@ def _refresh_freeze(tx: Tx, opened: OpenBook) -> None:
     if tx.stripe.any_open_dispute(account_id):
         frozen.add(GrantSource.PURCHASE)
     if tx.subscriptions.any_frozen(account_id):
-        frozen |= ALLOWANCE_SOURCES
+        frozen |= allowances.ALLOWANCE_SOURCES
     if frozenset(frozen) != opened.locked.frozen_sources:
         tx.accounts.set_frozen_sources(account_id, frozenset(frozen))
     opened.book.frozen_sources = frozenset(frozen)
@@ -136,13 +130,14 @@ def _refresh_freeze(tx: Tx, opened: OpenBook) -> None:
 
 def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datetime) -> EventResult:
     account_id = _account_id(tx, session.account_id, session.customer_id)
+    tx.stripe.lock_payment(session.payment_intent_id)  # before the account: see lock_payment
     opened = open_book(tx, account_id, now)
     if session.customer_id:
         tx.accounts.link_stripe_customer(account_id, session.customer_id)
     if session.mode == "subscription":
         if not session.subscription_id:
             raise InvalidField("event.checkout_session.subscription_id", "is required")
-        plan = _plan_or_none(tx, session.plan_id)
+        plan = allowances.plan_or_none(tx, session.plan_id)
         _ensure_subscription(
             tx,
             session.subscription_id,
@@ -241,21 +236,27 @@ def _unpark(tx: Tx, payment_intent_id: str, now: datetime) -> None:
 
 
 def _refund(tx: Tx, event: StripeEvent, charge: ChargeRefunded, now: datetime) -> EventResult:
+    tx.stripe.lock_payment(charge.payment_intent_id)
     purchase = tx.stripe.purchase_by_payment_intent(charge.payment_intent_id)
     if purchase is None:
         return _park(tx, event, charge.payment_intent_id, now)
     opened = open_book(tx, purchase.account_id, now)
-    if charge.amount_refunded <= purchase.refunded_amount or charge.amount <= 0:
+    refunded = min(charge.amount_refunded, charge.amount)
+    if refunded <= purchase.refunded_amount:
         save_book(tx, opened)
         return EventResult(EventOutcome.STALE, "a refund at least this large was applied")
-    # The refunded share of the package's credits, rounded down to the micro-credit; each
-    # refund claws back the growth of that share, from what is left of the package only.
-    before = purchase.credits * purchase.refunded_amount // charge.amount
-    after = purchase.credits * min(charge.amount_refunded, charge.amount) // charge.amount
+    # The refunded share of the package's unspent credits: this refund's part of what was
+    # still unrefunded, applied to what is left of the package now, rounded down. A full
+    # refund takes all that is left, however it was split; spent credits stay spent.
     opened.book.add_buckets(tx.buckets.by_ids([purchase.grant_id]))
+    bucket = opened.book.buckets.get(purchase.grant_id)
+    left = bucket.unheld if bucket is not None else 0
+    share = (
+        left * (refunded - purchase.refunded_amount) // (charge.amount - purchase.refunded_amount)
+    )
     entry = opened.book.take_back(
         purchase.grant_id,
-        after - before,
+        share,
         EntryContext(
             idempotency_key=f"stripe:{event.event_id}",
             metadata={"reason": "refund", "stripe_charge": charge.charge_id},
@@ -264,7 +265,7 @@ def _refund(tx: Tx, event: StripeEvent, charge: ChargeRefunded, now: datetime) -
     taken = -entry.amount if entry else 0
     tx.stripe.save_refund(
         purchase.checkout_session_id,
-        refunded_amount=charge.amount_refunded,
+        refunded_amount=refunded,
         clawed_back=purchase.clawed_back + taken,
     )
     save_book(tx, opened)
@@ -274,6 +275,7 @@ def _refund(tx: Tx, event: StripeEvent, charge: ChargeRefunded, now: datetime) -
 
 
 def _dispute(tx: Tx, event: StripeEvent, change: DisputeChanged, now: datetime) -> EventResult:
+    tx.stripe.lock_payment(change.payment_intent_id)
     purchase = tx.stripe.purchase_by_payment_intent(change.payment_intent_id)
     known = tx.stripe.dispute(change.dispute_id)
     if known is not None:
@@ -337,11 +339,6 @@ def _payment_failed(tx: Tx, failure: PaymentFailed) -> EventResult:
 # -- subscriptions -------------------------------------------------------------------------
 
 
-def _plan_or_none(tx: Tx, plan_id: str) -> Plan | None:
-    item = tx.catalog.get(plan_id) if plan_id else None
-    return item if isinstance(item, Plan) else None
-
-
 def _plan_for_price(tx: Tx, price_id: str, lookup_key: str) -> Plan | None:
     item = tx.catalog.by_stripe_price(price_id, lookup_key)
     return item if isinstance(item, Plan) else None
@@ -373,8 +370,6 @@ def _ensure_subscription(
         cancel_at_period_end=False,
         canceled_at=None,
         ended_at=None,
-        peak_plan_id="",
-        peak_period_start=None,
         allowance_frozen=False,
         paid_through=None,
         next_allowance_at=None,
@@ -383,37 +378,6 @@ def _ensure_subscription(
     )
     tx.subscriptions.add(subscription)
     return subscription
-
-
-def _see_plan(
-    tx: Tx, subscription: Subscription, plan: Plan, period_start: datetime | None
-) -> Subscription:
-    """Remember the richest plan seen for a billing period (order-independent: a maximum)."""
-    if period_start is None:
-        return subscription
-    peak_start = subscription.peak_period_start
-    if peak_start is not None and period_start < peak_start:
-        return subscription
-    if peak_start == period_start and subscription.peak_plan_id:
-        current = tx.catalog.get(subscription.peak_plan_id)
-        if isinstance(current, Plan) and _richer_or_same(current, plan):
-            return subscription
-    return replace(subscription, peak_plan_id=plan.id, peak_period_start=period_start)
-
-
-def _richer_or_same(first: Plan, second: Plan) -> bool:
-    """Whether first grants at least as much as second (ties go to the smaller id)."""
-    return (first.monthly_credits, second.id) >= (second.monthly_credits, first.id)
-
-
-def _plan_in_force(tx: Tx, subscription: Subscription) -> Plan | None:
-    """The plan whose allowance the current billing period grants: the peak of the period,
-    else the plan Stripe says the subscription is on."""
-    if subscription.peak_plan_id and subscription.peak_period_start == (
-        subscription.current_period_start
-    ):
-        return _plan_or_none(tx, subscription.peak_plan_id)
-    return _plan_or_none(tx, subscription.stripe_plan_id or subscription.peak_plan_id)
 
 
 def _set_state(
@@ -442,8 +406,8 @@ def _subscription_changed(
     subscription = _ensure_subscription(
         tx, change.subscription_id, account_id, customer_id=change.customer_id, plan=plan, now=now
     )
-    before = subscription
-    subscription = _see_plan(tx, subscription, plan, change.period_start)
+    was_canceled = subscription.status is SubscriptionStatus.CANCELED
+    allowances.see_plan(tx, subscription, plan, change.period_start, now)
     outcome = EventOutcome.STALE
     if subscription.is_newer(event.created, change.status):
         outcome = EventOutcome.APPLIED
@@ -457,100 +421,23 @@ def _subscription_changed(
             canceled_at=change.canceled_at,
             ended_at=change.ended_at,
         )
-        subscription = _resume_drops(tx, subscription, now)
-    grants = _raise_for_upgrade(tx, opened, subscription, event, now)
+        subscription = allowances.resume_drops(tx, subscription, now)
+    grants = allowances.raise_for_upgrade(
+        tx, opened, subscription, billing_start=change.period_start, event=event, now=now
+    )
     if subscription.status is SubscriptionStatus.CANCELED and subscription.ended_at:
         subscription = replace(subscription, next_allowance_at=None)
-        if before.status is not SubscriptionStatus.CANCELED:
-            _end_allowance(tx, opened, subscription, event)
+        if not was_canceled:
+            allowances.end_allowance(tx, opened, subscription, event)
     tx.subscriptions.save(replace(subscription, updated_at=now))
     _refresh_freeze(tx, opened)
     save_book(tx, opened)
     detail = f"subscription {change.subscription_id}: {subscription.status.value.lower()}"
     if grants:
-        detail += f", upgrade granted {len(grants)} bucket(s)"
-    if outcome is EventOutcome.STALE and not grants:
+        return EventResult(EventOutcome.APPLIED, f"{detail}, upgrade granted", grants)
+    if outcome is EventOutcome.STALE:
         detail = "a newer state of the subscription was applied"
-    return EventResult(outcome if not grants else EventOutcome.APPLIED, detail, grants)
-
-
-def _resume_drops(tx: Tx, subscription: Subscription, now: datetime) -> Subscription:
-    """A yearly plan back in a granting status (e.g. unpaid → active) picks up its monthly
-    allowances again from the month in progress, if that month was not granted yet."""
-    anchor, paid_through = subscription.current_period_start, subscription.paid_through
-    if (
-        subscription.status not in GRANTING
-        or subscription.next_allowance_at is not None
-        or anchor is None
-        or paid_through is None
-        or not anchor <= now < paid_through
-    ):
-        return subscription
-    start, _ = month_window(anchor, now, paid_through)
-    if tx.subscriptions.period(subscription.id, start) is not None:
-        start, _ = month_window(anchor, add_months(start, 1), paid_through)
-        if start >= paid_through:
-            return subscription
-    return replace(subscription, next_allowance_at=start)
-
-
-def _raise_for_upgrade(
-    tx: Tx, opened: OpenBook, subscription: Subscription, event: StripeEvent, now: datetime
-) -> tuple[str, ...]:
-    """Grant at once the difference an upgrade makes to the allowance period in force."""
-    latest = tx.subscriptions.latest_period(subscription.id)
-    peak_start = subscription.peak_period_start
-    if latest is None or peak_start is None or latest.period_start < peak_start:
-        return ()
-    if subscription.ended_at is not None:
-        return ()
-    peak = _plan_or_none(tx, subscription.peak_plan_id)
-    if peak is None or peak.monthly_credits <= latest.credits:
-        return ()
-    extra = peak.monthly_credits - latest.credits
-    bucket = _grant_allowance(
-        opened,
-        subscription,
-        peak,
-        amount=extra,
-        period=latest,
-        event=event,
-        what=f"upgrade to {peak.name}",
-        now=now,
-    )
-    tx.subscriptions.raise_period(latest, plan_id=peak.id, credits=peak.monthly_credits)
-    # The period's credits now follow the richer plan's renewal policy, whichever plan
-    # granted them, so the same events in any order leave the same expiries.
-    expires = latest.period_end if peak.renewal_policy is RenewalPolicy.RESET else None
-    if expires is None or expires > now:
-        for live in _allowance_buckets(opened, subscription.id):
-            if live.metadata.get(PERIOD_KEY) == latest.period_start.isoformat():
-                opened.book.set_expiry(live.id, expires)
-    return (bucket,) if bucket else ()
-
-
-def _end_allowance(
-    tx: Tx, opened: OpenBook, subscription: Subscription, event: StripeEvent
-) -> None:
-    """A subscription ended: what is left of its RESET or ROLLOVER allowance goes with it."""
-    plan = _plan_in_force(tx, subscription)
-    if plan is not None and plan.renewal_policy is RenewalPolicy.ADD:
-        return
-    context = EntryContext(
-        idempotency_key=f"stripe:{event.event_id}", metadata={"reason": "subscription ended"}
-    )
-    for bucket in _allowance_buckets(opened, subscription.id):
-        opened.book.void(bucket.id, context)
-
-
-def _allowance_buckets(opened: OpenBook, subscription_id: str) -> list[Bucket]:
-    return [
-        b
-        for b in opened.book.buckets.values()
-        if b.source in ALLOWANCE_SOURCES
-        and b.status is GrantStatus.ACTIVE
-        and b.metadata.get(SUBSCRIPTION_KEY) == subscription_id
-    ]
+    return EventResult(outcome, detail)
 
 
 def _invoice(
@@ -572,12 +459,12 @@ def _invoice(
         subscription = _set_state(ctx, subscription, event.created, status)
         changed = True
     grants: tuple[str, ...] = ()
-    if invoice.paid and invoice.billing_reason in PERIOD_INVOICES:
+    if invoice.paid and _pays_a_period(invoice):
         if invoice.period_start is None or invoice.period_end is None:
             raise InvalidField("event.invoice.period_start_time", "is required for a paid period")
         if plan is not None:
-            subscription = _see_plan(tx, subscription, plan, invoice.period_start)
-        subscription, grants = _pay_period(
+            allowances.see_plan(tx, subscription, plan, invoice.period_start, now)
+        subscription, grants = allowances.pay_period(
             tx,
             opened,
             subscription,
@@ -601,178 +488,9 @@ def _invoice(
     return EventResult(EventOutcome.APPLIED if changed else EventOutcome.STALE, detail, grants)
 
 
-def _pay_period(
-    tx: Tx,
-    opened: OpenBook,
-    subscription: Subscription,
-    *,
-    start: datetime,
-    end: datetime,
-    event: StripeEvent,
-    now: datetime,
-) -> tuple[Subscription, tuple[str, ...]]:
-    """A billing period was paid: grant its first monthly allowance; a yearly plan's other
-    months follow from the scheduler (grant_due_allowances)."""
-    if subscription.current_period_start is None or start >= subscription.current_period_start:
-        subscription = replace(subscription, current_period_start=start, current_period_end=end)
-    paid_through = max(end, subscription.paid_through or end)
-    window_end = min(add_months(start, 1), end)
-    subscription = replace(subscription, paid_through=paid_through)
-    if window_end < end and (
-        subscription.next_allowance_at is None or subscription.next_allowance_at < window_end
-    ):
-        subscription = replace(subscription, next_allowance_at=window_end)
-    grants = _start_period(
-        tx, opened, subscription, start=start, end=window_end, event=event, now=now
-    )
-    return subscription, grants
-
-
-def _start_period(
-    tx: Tx,
-    opened: OpenBook,
-    subscription: Subscription,
-    *,
-    start: datetime,
-    end: datetime,
-    event: StripeEvent | None,
-    now: datetime,
-) -> tuple[str, ...]:
-    """Grant one allowance period once, applying the plan's renewal policy to what the last
-    period left."""
-    if tx.subscriptions.period(subscription.id, start) is not None:
-        return ()
-    plan = _plan_in_force(tx, subscription)
-    if plan is None:
-        raise NotFound("CATALOG_ITEM", "plan_id", subscription.peak_plan_id or "(none)")
-    ended = subscription.ended_at is not None and subscription.ended_at <= start
-    key = f"stripe:{event.event_id}" if event else f"allowance:{subscription.id}:{start}"
-    context = EntryContext(idempotency_key=key, metadata={"reason": "renewal"})
-    previous = _allowance_buckets(opened, subscription.id)
-    left = sum(b.unheld for b in previous)
-    renewal = renew(plan, left)
-    if renewal.expire or renewal.carry:
-        for bucket in previous:
-            opened.book.expire_now(bucket.id, context)
-    grants: list[str] = []
-    period = AllowancePeriod(
-        subscription_id=subscription.id,
-        period_start=start,
-        period_end=end,
-        plan_id=plan.id,
-        credits=0 if ended else renewal.grant,
-        carried=0 if ended else renewal.carry,
-        created_at=now,
-    )
-    if not ended:
-        if renewal.carry:
-            grants.append(
-                _grant_allowance(
-                    opened,
-                    subscription,
-                    plan,
-                    amount=renewal.carry,
-                    period=period,
-                    event=event,
-                    what="carried over",
-                    now=now,
-                    source=GrantSource.ROLLOVER,
-                )
-            )
-        grants.append(
-            _grant_allowance(
-                opened,
-                subscription,
-                plan,
-                amount=renewal.grant,
-                period=period,
-                event=event,
-                what="allowance",
-                now=now,
-            )
-        )
-    tx.subscriptions.add_period(period)
-    return tuple(g for g in grants if g)
-
-
-def _grant_allowance(
-    opened: OpenBook,
-    subscription: Subscription,
-    plan: Plan,
-    *,
-    amount: int,
-    period: AllowancePeriod,
-    event: StripeEvent | None,
-    what: str,
-    now: datetime,
-    source: GrantSource = GrantSource.SUBSCRIPTION,
-) -> str:
-    """Grant allowance credits for a period; RESET credits expire at the period's end, so a
-    period that is already over grants nothing ("" instead of a grant id)."""
-    expires = period.period_end if plan.renewal_policy is RenewalPolicy.RESET else None
-    if expires is not None and expires <= now:
-        return ""
-    bucket, _ = opened.book.grant(
-        source=source,
-        amount=amount,
-        priority=None,
-        effective_at=None,
-        expires_at=expires,
-        description=f"{plan.name}: {what}",
-        metadata={
-            SUBSCRIPTION_KEY: subscription.id,
-            PERIOD_KEY: period.period_start.isoformat(),
-            "plan_id": plan.id,
-        },
-        context=EntryContext(
-            idempotency_key=f"stripe:{event.event_id}" if event else "",
-            metadata={"reason": what},
-        ),
-    )
-    return bucket.id
-
-
-# -- yearly plans ------------------------------------------------------------------------
-
-
-def grant_due_allowances(ctx: AppContext, *, limit: int = 100) -> int:
-    """Grant the monthly allowances of yearly plans that fell due; returns how many.
-
-    Safe on many replicas at once: each subscription is re-read under its account's lock and
-    its row lock, and an allowance period is granted once (its row's primary key).
-    """
-    now = ctx.clock.now()
-    due = ctx.db.read(lambda tx: tx.subscriptions.due_allowances(now, limit))
-    granted = 0
-    for subscription_id, account_id in due:
-        if ctx.db.write(
-            partial(_drop, subscription_id=subscription_id, account_id=account_id, now=now)
-        ):
-            granted += 1
-    return granted
-
-
-def _drop(tx: Tx, *, subscription_id: str, account_id: str, now: datetime) -> bool:
-    opened = open_book(tx, account_id, now)
-    subscription = tx.subscriptions.get(subscription_id, lock=True)
-    due = subscription.next_allowance_at if subscription else None
-    if subscription is None or due is None or due > now:
-        save_book(tx, opened)
-        return False
-    paid_through = subscription.paid_through
-    anchor = subscription.current_period_start
-    next_at: datetime | None = None
-    started = False
-    if (
-        paid_through is not None
-        and anchor is not None
-        and due < paid_through
-        and subscription.status in GRANTING
-    ):
-        start, end = month_window(anchor, due, paid_through)
-        _start_period(tx, opened, subscription, start=start, end=end, event=None, now=now)
-        started = True
-        next_at = end if end < paid_through else None
-    tx.subscriptions.save(replace(subscription, next_allowance_at=next_at, updated_at=now))
-    save_book(tx, opened)
-    return started
+def _pays_a_period(invoice: InvoiceSettled) -> bool:
+    """Whether an invoice charges a whole new billing period: a first or renewal invoice, or a
+    plan change that restarts the period (monthly to yearly) whose line is no proration."""
+    if invoice.billing_reason in PERIOD_INVOICES:
+        return True
+    return invoice.billing_reason == "subscription_update" and not invoice.proration

@@ -235,6 +235,7 @@ def test_invoice_prefers_the_regular_subscription_line_over_prorations() -> None
 
     assert payload.price_id == "price_1SWd0a2eZvKYlo2CStarterM"
     assert payload.period_start_time.seconds == NOV_1
+    assert not payload.proration
 
 
 def test_invoice_of_an_upgrade_takes_the_charged_proration() -> None:
@@ -248,6 +249,7 @@ def test_invoice_of_an_upgrade_takes_the_charged_proration() -> None:
 
     assert payload.price_id == "price_pro"
     assert payload.billing_reason == "subscription_update"
+    assert payload.proration
 
 
 def test_invoice_without_a_subscription_line_takes_the_first_line() -> None:

@@ -309,6 +309,43 @@ def test_an_account_without_a_subscription_has_empty_entitlements(
         ),
         (
             stripe_event_pb2.StripeEvent(
+                event_id="evt_1",
+                create_time=_ts(START),
+                subscription=stripe_event_pb2.SubscriptionPayload(
+                    subscription_id="sub_" + "x" * 300,
+                    status=subscription_pb2.SUBSCRIPTION_STATUS_ACTIVE,
+                ),
+            ),
+            "event.subscription.subscription_id",
+        ),
+        (
+            stripe_event_pb2.StripeEvent(
+                event_id="evt_1",
+                create_time=_ts(START),
+                invoice=stripe_event_pb2.InvoicePayload(
+                    invoice_id="in_1",
+                    subscription_id="sub_1",
+                    account_id="buyer",
+                    period_start_time=_ts(START),
+                    period_end_time=_ts(START - timedelta(days=1)),
+                    paid=True,
+                    billing_reason="subscription_cycle",
+                ),
+            ),
+            "event.invoice.period_end_time",
+        ),
+        (
+            stripe_event_pb2.StripeEvent(
+                event_id="evt_1",
+                create_time=_ts(START),
+                checkout_session=stripe_event_pb2.CheckoutSessionPayload(
+                    session_id="cs_1", mode="setup", account_id="buyer"
+                ),
+            ),
+            "event.checkout_session.mode",
+        ),
+        (
+            stripe_event_pb2.StripeEvent(
                 event_id="not-an-event",
                 create_time=_ts(START),
                 charge=stripe_event_pb2.ChargePayload(charge_id="ch_1"),
@@ -324,3 +361,4 @@ def test_a_malformed_event_is_invalid_and_changes_nothing(
         shop_client.apply_stripe_event(event, idempotency_key="stripe:bad")
     assert refused.value.field == field_name
     assert shop_client.get_balance("buyer").balance.balance == "0"
+    assert shop_client.list_subscriptions().subscriptions == []

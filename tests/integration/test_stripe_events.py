@@ -34,7 +34,14 @@ from billing_service.domain.stripe_events import (
     SubscriptionChanged,
 )
 from billing_service.domain.subscriptions import SubscriptionStatus, add_months
-from billing_service.service_layer import accounts, billing, credits, queries, stripe_events
+from billing_service.service_layer import (
+    accounts,
+    allowances,
+    billing,
+    credits,
+    queries,
+    stripe_events,
+)
 from billing_service.service_layer.context import AppContext, BillingPolicy
 from tests.helpers import ledger_sum
 
@@ -247,18 +254,19 @@ def test_an_unknown_package_or_account_is_refused_and_changes_nothing(
     assert shop.db.read(lambda tx: tx.stripe.purchase("cs_3")) is None
 
 
-def test_a_refund_claws_back_the_refunded_share_of_what_is_left(shop: AppContext) -> None:
+def test_a_refund_claws_back_the_refunded_share_of_the_unspent_credits(shop: AppContext) -> None:
     apply(shop, event(checkout("cs_5"), START))  # 500 credits for 500 cents
     spend(shop, "100")
     refund = ChargeRefunded("ch_5", "pi_cs_5", CUSTOMER, amount=500, amount_refunded=250)
     first = apply(shop, event(refund, START + timedelta(hours=1)))
     assert first.outcome is EventOutcome.APPLIED
-    assert balance(shop)[0] == credits_("150")  # 400 left, half of 500 clawed back
+    assert balance(shop)[0] == credits_("200")  # half refunded: half of the 400 unspent
     older = apply(shop, event(replace(refund, amount_refunded=100), START + timedelta(hours=2)))
-    assert older.outcome is EventOutcome.STALE and balance(shop)[0] == credits_("150")
+    assert older.outcome is EventOutcome.STALE and balance(shop)[0] == credits_("200")
+    spend(shop, "50")
     full = apply(shop, event(replace(refund, amount_refunded=500), START + timedelta(hours=3)))
     assert full.outcome is EventOutcome.APPLIED
-    assert balance(shop)[0] == 0  # only what was left can go; spent credits stay spent
+    assert balance(shop)[0] == 0  # refunded in full: all that is left goes
 
 
 def test_a_dispute_freezes_purchased_credits_until_it_is_won(shop: AppContext) -> None:
@@ -387,9 +395,9 @@ def test_a_yearly_plan_drops_its_allowance_monthly_for_a_year(
     seen = [balance(shop)[0]]
     for month in range(1, 13):
         clock.set(add_months(START, month) + timedelta(minutes=1))
-        granted = stripe_events.grant_due_allowances(shop)
+        granted = allowances.grant_due_allowances(shop)
         assert granted == (1 if month < 12 else 0)
-        assert stripe_events.grant_due_allowances(shop) == 0  # a second replica finds nothing
+        assert allowances.grant_due_allowances(shop) == 0  # a second replica finds nothing
         seen.append(balance(shop)[0])
         spend(shop, "10") if month < 12 else None
     # RESET: each month starts at 200 again; the 13th month (next year) is not paid yet.
@@ -573,14 +581,64 @@ def test_a_yearly_plan_pauses_its_drops_while_unpaid_and_resumes(
         event(invoice("ultimate_yearly", START, year_end, reason="subscription_create"), START),
     )
     clock.set(add_months(START, 1))
-    assert stripe_events.grant_due_allowances(shop) == 1
+    assert allowances.grant_due_allowances(shop) == 1
     unpaid = replace(active, status=SubscriptionStatus.UNPAID)
     apply(shop, event(unpaid, clock.now() + timedelta(days=1)))
     clock.set(add_months(START, 2) + timedelta(days=1))
-    assert stripe_events.grant_due_allowances(shop) == 0  # no drop while unpaid
+    assert allowances.grant_due_allowances(shop) == 0  # no drop while unpaid
     assert balance(shop)[0] == credits_("4000")  # ADD: two months of 2000
     clock.set(add_months(START, 3) + timedelta(days=2))
     apply(shop, event(active, clock.now()))
-    assert stripe_events.grant_due_allowances(shop) == 1  # the month in progress
-    assert stripe_events.grant_due_allowances(shop) == 0
+    assert allowances.grant_due_allowances(shop) == 1  # the month in progress
+    assert allowances.grant_due_allowances(shop) == 0
     assert balance(shop)[0] == credits_("6000")
+
+
+def test_a_renewal_paid_late_after_the_next_one_takes_nothing_from_it(
+    shop: AppContext, clock: ManualClock
+) -> None:
+    (s1, e1), (s2, e2) = periods(2)
+    apply(shop, event(sub_change("starter_monthly", SubscriptionStatus.ACTIVE, s1, e1), s1))
+    clock.set(s2 + timedelta(hours=1))
+    apply(shop, event(invoice("starter_monthly", s2, e2), s2))
+    assert balance(shop)[0] == credits_("200")
+    late = apply(shop, event(invoice("starter_monthly", s1, e1, reason="subscription_create"), s1))
+    assert late.grant_ids == ()
+    assert balance(shop)[0] == credits_("200")  # RESET: in order, period 1 was reset away
+
+
+def test_a_paid_period_after_cancellation_grants_nothing(
+    shop: AppContext, clock: ManualClock
+) -> None:
+    s1, e1 = periods(1)[0]
+    apply(shop, event(sub_change("pro_monthly", SubscriptionStatus.ACTIVE, s1, e1), s1))
+    clock.set(s1 + timedelta(days=20))
+    ended = sub_change("pro_monthly", SubscriptionStatus.CANCELED, s1, e1, ended=clock.now())
+    apply(shop, event(ended, clock.now()))
+    apply(shop, event(invoice("pro_monthly", s1, e1, reason="subscription_create"), s1))
+    assert balance(shop)[0] == 0  # in order: granted, then voided when it ended
+
+
+def test_switching_monthly_to_yearly_pays_the_year(shop: AppContext, clock: ManualClock) -> None:
+    s1, e1 = periods(1)[0]
+    apply(shop, event(sub_change("ultimate_monthly", SubscriptionStatus.ACTIVE, s1, e1), s1))
+    apply(shop, event(invoice("ultimate_monthly", s1, e1, reason="subscription_create"), s1))
+    switch = s1 + timedelta(days=10)
+    clock.set(switch)
+    year_end = add_months(switch, 12)
+    apply(
+        shop,
+        event(sub_change("ultimate_yearly", SubscriptionStatus.ACTIVE, switch, year_end), switch),
+    )
+    upgrade = replace(
+        invoice("ultimate_yearly", switch, year_end, reason="subscription_update"), proration=False
+    )
+    proration = replace(upgrade, invoice_id="in_proration", proration=True)
+    apply(shop, event(proration, switch))  # a proration alone pays no new period
+    assert balance(shop)[0] == credits_("2000")
+    apply(shop, event(upgrade, switch))
+    assert balance(shop)[0] == credits_("4000")  # ADD: the year's first month on top
+    for month in range(1, 12):
+        clock.set(add_months(switch, month))
+        assert allowances.grant_due_allowances(shop) == 1
+    assert balance(shop)[0] == credits_("26000")

@@ -24,8 +24,8 @@ from billing_service.catalog.commands import seed_default_catalog
 from billing_service.domain.clock import ManualClock
 from billing_service.domain.subscriptions import add_months
 from billing_service.rpc.server import RunningServer
+from billing_service.service_layer.allowances import grant_due_allowances
 from billing_service.service_layer.context import AppContext
-from billing_service.service_layer.stripe_events import grant_due_allowances
 from tests.fakes import stripe_events as shapes
 from tests.fakes import stripe_spec
 from webhook_gateway.app import create_app

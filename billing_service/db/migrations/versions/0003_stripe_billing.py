@@ -143,8 +143,6 @@ def upgrade() -> None:
         ),
         sa.Column("canceled_at", sa.BigInteger(), nullable=True),
         sa.Column("ended_at", sa.BigInteger(), nullable=True),
-        sa.Column("peak_plan_id", sa.String(length=64), server_default="", nullable=False),
-        sa.Column("peak_period_start", sa.BigInteger(), nullable=True),
         sa.Column(
             "allowance_frozen", sa.Boolean(), server_default=sa.text("(false)"), nullable=False
         ),
@@ -166,13 +164,28 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "billing_periods",
+        sa.Column("subscription_id", sa.String(length=255), nullable=False),
+        sa.Column("period_start", sa.BigInteger(), nullable=False),
+        sa.Column("plan_id", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_billing_periods_subscription_id_subscriptions"),
+        ),
+        sa.PrimaryKeyConstraint("subscription_id", "period_start", name=op.f("pk_billing_periods")),
+    )
+    op.create_table(
         "allowance_periods",
         sa.Column("subscription_id", sa.String(length=255), nullable=False),
         sa.Column("period_start", sa.BigInteger(), nullable=False),
         sa.Column("period_end", sa.BigInteger(), nullable=False),
+        sa.Column("billing_period_start", sa.BigInteger(), nullable=False),
         sa.Column("plan_id", sa.String(length=64), nullable=False),
         sa.Column("credits", sa.BigInteger(), nullable=False),
         sa.Column("carried", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("granted", sa.Boolean(), server_default=sa.text("(true)"), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["subscription_id"],
@@ -199,6 +212,7 @@ def downgrade() -> None:
         batch_op.drop_column("frozen_sources")
 
     op.drop_table("allowance_periods")
+    op.drop_table("billing_periods")
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscriptions_next_allowance_at"))
         batch_op.drop_index(batch_op.f("ix_subscriptions_account_id"))

@@ -296,6 +296,7 @@ class InvoicePayload(_message.Message):
     BILLING_REASON_FIELD_NUMBER: _builtins.int
     PAID_FIELD_NUMBER: _builtins.int
     AMOUNT_PAID_FIELD_NUMBER: _builtins.int
+    PRORATION_FIELD_NUMBER: _builtins.int
     invoice_id: _builtins.str
     """The invoice id, such as "in_123"."""
     customer_id: _builtins.str
@@ -314,6 +315,10 @@ class InvoicePayload(_message.Message):
     """True for invoice.paid, false for invoice.payment_failed."""
     amount_paid: _builtins.int
     """The amount paid in the currency's minor unit."""
+    proration: _builtins.bool
+    """Whether the subscription line is a proration (an adjustment for part of a period) rather
+    than the charge for a whole new period.
+    """
     @_builtins.property
     def period_start_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the period the subscription line pays for."""
@@ -336,10 +341,11 @@ class InvoicePayload(_message.Message):
         billing_reason: _builtins.str = ...,
         paid: _builtins.bool = ...,
         amount_paid: _builtins.int = ...,
+        proration: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end_time", b"period_end_time", "period_start_time", b"period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_paid", b"amount_paid", "billing_reason", b"billing_reason", "customer_id", b"customer_id", "invoice_id", b"invoice_id", "lookup_key", b"lookup_key", "paid", b"paid", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "price_id", b"price_id", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_paid", b"amount_paid", "billing_reason", b"billing_reason", "customer_id", b"customer_id", "invoice_id", b"invoice_id", "lookup_key", b"lookup_key", "paid", b"paid", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "price_id", b"price_id", "proration", b"proration", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,40 @@
+"""What Creditline records about payments: credit packages bought through Checkout and the
+disputes of their charges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from billing_service.domain.stripe_events import DisputeState
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A credit package bought through one Checkout session."""
+
+    checkout_session_id: str
+    account_id: str
+    package_id: str
+    credits: int
+    grant_id: str
+    payment_intent_id: str
+    amount_total: int
+    currency: str
+    refunded_amount: int
+    clawed_back: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A dispute of a purchase's charge."""
+
+    id: str
+    account_id: str
+    payment_intent_id: str
+    charge_id: str
+    state: DisputeState
+    state_event_at: datetime
+    created_at: datetime
+    updated_at: datetime
