@@ -44,6 +44,14 @@ class LockedAccount:
 # Built once: these run on every credit-moving call, and building a statement costs more
 # Python time than executing a cached one.
 _LOCK = select(accounts).where(accounts.c.id == bindparam("account_id")).with_for_update()
+# Several accounts locked in id order, the order every multi-account lock takes, so two
+# transactions locking overlapping sets cannot deadlock.
+_LOCK_MANY = (
+    select(accounts)
+    .where(accounts.c.id.in_(bindparam("account_ids", expanding=True)))
+    .order_by(accounts.c.id)
+    .with_for_update()
+)
 _SAVE_SUMS = (
     update(accounts)
     .where(accounts.c.id == bindparam("account_id"))
@@ -142,6 +150,17 @@ class AccountRepository:
             _account(m), m["balance"], m["held"], m["sweep_due_at"], m["frozen_sources"]
         )
 
+    def lock_many(self, account_ids: list[str]) -> dict[str, LockedAccount]:
+        """Read the accounts that exist among account_ids, locking them in id order."""
+        rows = self._conn.execute(_LOCK_MANY, {"account_ids": sorted(set(account_ids))})
+        locked = {}
+        for row in rows:
+            m = row._mapping
+            locked[m["id"]] = LockedAccount(
+                _account(m), m["balance"], m["held"], m["sweep_due_at"], m["frozen_sources"]
+            )
+        return locked
+
     def add(self, account: Account) -> None:
         """Insert a new account with a zero balance."""
         self._conn.execute(insert(accounts).values(**_row(account), balance=0, held=0))
@@ -165,6 +184,22 @@ class AccountRepository:
                 "sweep_due_at": opt_to_micros(sweep_due_at),
             },
         )
+
+    def save_sums_many(self, sums: list[tuple[str, int, int, datetime | None]]) -> None:
+        """save_sums for several accounts, as one batch: (id, balance, held, sweep_due_at)."""
+        if sums:
+            self._conn.execute(
+                _SAVE_SUMS,
+                [
+                    {
+                        "account_id": account_id,
+                        "balance": balance,
+                        "held": held,
+                        "sweep_due_at": opt_to_micros(due),
+                    }
+                    for account_id, balance, held, due in sums
+                ],
+            )
 
     def page(self, *, after_id: str, limit: int, parent_id: str | None) -> list[Account]:
         """Accounts in id order after after_id, optionally only one parent's children."""

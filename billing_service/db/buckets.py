@@ -24,6 +24,9 @@ _LIVE = or_(buckets.c.remaining > 0, buckets.c.status == GrantStatus.PENDING.val
 
 
 _LIVE_OF = select(buckets).where(buckets.c.account_id == bindparam("account_id"), _LIVE)
+_LIVE_OF_MANY = select(buckets).where(
+    buckets.c.account_id.in_(bindparam("account_ids", expanding=True)), _LIVE
+)
 # An account's sums and live buckets in one statement (one snapshot, no transaction needed).
 _SUMS_AND_LIVE = (
     select(
@@ -57,6 +60,14 @@ class BucketRepository:
         """The account's buckets that hold credits or are still to take effect."""
         rows = self._conn.execute(_LIVE_OF, {"account_id": account_id})
         return [_bucket(r._mapping) for r in rows]
+
+    def live_many(self, account_ids: list[str]) -> dict[str, list[Bucket]]:
+        """live() for several accounts in one statement, by account."""
+        found: dict[str, list[Bucket]] = {account_id: [] for account_id in account_ids}
+        for row in self._conn.execute(_LIVE_OF_MANY, {"account_ids": sorted(set(account_ids))}):
+            bucket = _bucket(row._mapping)
+            found[bucket.account_id].append(bucket)
+        return found
 
     def sums_and_live(self, account_id: str) -> tuple[Sums, list[Bucket]] | None:
         """The account's cached sums and its live buckets, read by one statement; None when

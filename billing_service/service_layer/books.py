@@ -8,7 +8,7 @@ from datetime import datetime
 from billing_service.db.accounts import LockedAccount
 from billing_service.domain.book import AccountBook
 from billing_service.domain.errors import NotFound
-from billing_service.domain.model import Reservation, ReservationStatus
+from billing_service.domain.model import Bucket, Reservation, ReservationStatus
 from billing_service.service_layer.unit_of_work import Tx
 
 
@@ -32,11 +32,26 @@ def open_book(tx: Tx, account_id: str, now: datetime) -> OpenBook:
     locked = tx.accounts.lock(account_id)
     if locked is None:
         raise NotFound("ACCOUNT", "account_id", account_id)
+    return _opened(tx, locked, tx.buckets.live(account_id), now)
+
+
+def open_books(tx: Tx, account_ids: list[str], now: datetime) -> dict[str, OpenBook]:
+    """open_book for several accounts with one lock statement (in id order) and one read of
+    their buckets; accounts that do not exist are left out."""
+    locked = tx.accounts.lock_many(account_ids)
+    live = tx.buckets.live_many(list(locked))
+    return {
+        account_id: _opened(tx, locked[account_id], live[account_id], now) for account_id in locked
+    }
+
+
+def _opened(tx: Tx, locked: LockedAccount, buckets: list[Bucket], now: datetime) -> OpenBook:
+    account_id = locked.account.id
     book = AccountBook(
         account_id,
         balance=locked.balance,
         held=locked.held,
-        buckets=tx.buckets.live(account_id),
+        buckets=buckets,
         now=now,
         frozen_sources=locked.frozen_sources,
     )
@@ -60,6 +75,31 @@ def save_book(tx: Tx, opened: OpenBook, *, new_hold_expiry: datetime | None = No
     tx.ledger.append(book.new_entries)
     for hold in opened.expired_holds:
         tx.reservations.save(hold)
+    tx.accounts.save_sums(
+        book.account_id,
+        balance=book.balance,
+        held=book.held,
+        sweep_due_at=_next_sweep(tx, opened, new_hold_expiry),
+    )
+
+
+def save_books(tx: Tx, books: list[OpenBook]) -> None:
+    """save_book for several books, each kind of write batched across them."""
+    tx.buckets.add([b for o in books for b in o.book.created_buckets()])
+    tx.buckets.save([b for o in books for b in o.book.changed_buckets()])
+    tx.buckets.save_expiries([b for o in books for b in o.book.changed_expiries()])
+    tx.ledger.append([e for o in books for e in o.book.new_entries])
+    for opened in books:
+        for hold in opened.expired_holds:
+            tx.reservations.save(hold)
+    tx.accounts.save_sums_many(
+        [(o.book.account_id, o.book.balance, o.book.held, _next_sweep(tx, o, None)) for o in books]
+    )
+
+
+def _next_sweep(tx: Tx, opened: OpenBook, new_hold_expiry: datetime | None) -> datetime | None:
+    """When the account next has a time-driven change (a grant or hold due), if ever."""
+    book = opened.book
     candidates = [book.next_event_at(), new_hold_expiry]
     if opened.swept:
         candidates.append(tx.reservations.next_expiry(book.account_id))
@@ -67,9 +107,4 @@ def save_book(tx: Tx, opened: OpenBook, *, new_hold_expiry: datetime | None = No
         # Not yet due: it still stands for whatever hold or bucket event set it.
         candidates.append(opened.locked.sweep_due_at)
     present = [c for c in candidates if c is not None]
-    tx.accounts.save_sums(
-        book.account_id,
-        balance=book.balance,
-        held=book.held,
-        sweep_due_at=min(present) if present else None,
-    )
+    return min(present) if present else None

@@ -177,9 +177,9 @@ def spend_credits(
         )
 
     pending = PendingSpend(
-        amount, context, idempotency_key, fingerprint("SpendCredits", request), alone
+        account_id, amount, context, idempotency_key, fingerprint("SpendCredits", request), alone
     )
-    return ctx.spends.spend(ctx.db, ctx.clock, account_id, pending)
+    return ctx.spends.spend(ctx.db, ctx.clock, pending)
 
 
 def reserve_credits(

@@ -1,8 +1,12 @@
-"""Group commit for SpendCredits: concurrent spends on one account share one transaction.
+"""Group commit for SpendCredits: concurrent spends share one transaction, on one account or
+on many.
 
-An account has at most one flush in flight. Spends that arrive meanwhile queue behind it, and
-the first of them leads the next flush, taking up to MAX_BATCH queued spends into one
-transaction: one account lock, one read of the buckets, batched writes, one COMMIT.
+Accounts are spread over a few lanes (by a hash of the id); a lane has at most one flush in
+flight, so an account does too. Spends that arrive meanwhile queue behind it, and the first of
+them leads the next flush, taking up to MAX_BATCH queued spends into one transaction: one lock
+statement for all their accounts (in id order, so flushes of different lanes or processes
+cannot deadlock), one read of the idempotency keys, one of the buckets, batched writes, one
+COMMIT. Several lanes let one flush's Python work overlap another's wait for the database.
 
 Invariants (each is a test in tests/integration):
 - Every spend in a batch gets the outcome it would get if the batch's spends ran one after
@@ -19,27 +23,30 @@ Invariants (each is a test in tests/integration):
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from billing_service.db import dataclass_json as codec
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
-from billing_service.domain.errors import DomainError, IdempotencyKeyReused
+from billing_service.domain.errors import DomainError, IdempotencyKeyReused, NotFound
 from billing_service.domain.model import EntryContext
-from billing_service.service_layer.books import open_book, save_book
+from billing_service.service_layer.books import open_books, save_books
 from billing_service.service_layer.idempotency import Outcome
 from billing_service.service_layer.results import SpendResult
 from billing_service.service_layer.unit_of_work import Database, Tx
 
 OPERATION = "SpendCredits"
 MAX_BATCH = 64
+DEFAULT_LANES = 4
 
 
 @dataclass
 class PendingSpend:
     """One queued spend and, once flushed, its outcome or error."""
 
+    account_id: str
     amount: int
     context: EntryContext
     key: str
@@ -53,60 +60,54 @@ class PendingSpend:
 
 
 class SpendBatcher:
-    """Per-account queues of spends, each flushed by one leader at a time."""
+    """Lanes of queued spends, each flushed by one leader at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, lanes: int = DEFAULT_LANES) -> None:
+        self._lanes = lanes
         self._lock = threading.Lock()
-        self._queues: dict[str, list[PendingSpend]] = {}
+        self._queues: dict[int, list[PendingSpend]] = {}
 
-    def spend(
-        self, db: Database, clock: Clock, account_id: str, pending: PendingSpend
-    ) -> Outcome[SpendResult]:
+    def spend(self, db: Database, clock: Clock, pending: PendingSpend) -> Outcome[SpendResult]:
         """Queue a spend, lead flushes when it is this spend's turn, and return its outcome."""
+        lane = zlib.crc32(pending.account_id.encode()) % self._lanes
         with self._lock:
-            queue = self._queues.get(account_id)
+            queue = self._queues.get(lane)
             lead = queue is None
             if queue is None:
-                self._queues[account_id] = [pending]
+                self._queues[lane] = [pending]
             else:
                 queue.append(pending)
         if lead:
-            self._lead(db, clock, account_id)
+            self._lead(db, clock, lane)
         while not pending.finished:
             pending.wake.wait()
             pending.wake.clear()
             if pending.promoted and not pending.finished:
                 pending.promoted = False
-                self._lead(db, clock, account_id)
+                self._lead(db, clock, lane)
         if pending.error is not None:
             raise pending.error
         assert pending.outcome is not None
         return pending.outcome
 
-    def _lead(self, db: Database, clock: Clock, account_id: str) -> None:
+    def _lead(self, db: Database, clock: Clock, lane: int) -> None:
         with self._lock:
-            queue = self._queues[account_id]
+            queue = self._queues[lane]
             batch = queue[:MAX_BATCH]
             del queue[:MAX_BATCH]
-        self._flush(db, clock, account_id, batch)
+        self._flush(db, clock, batch)
         with self._lock:
-            queue = self._queues[account_id]
+            queue = self._queues[lane]
             if queue:
                 queue[0].promoted = True
                 queue[0].wake.set()
             else:
-                del self._queues[account_id]
+                del self._queues[lane]
 
-    def _flush(
-        self,
-        db: Database,
-        clock: Clock,
-        account_id: str,
-        batch: list[PendingSpend],
-    ) -> None:
+    def _flush(self, db: Database, clock: Clock, batch: list[PendingSpend]) -> None:
         results: list[Outcome[SpendResult] | DomainError | None]
         try:
-            results = list(db.write(lambda tx: _apply(tx, clock, account_id, batch)))
+            results = list(db.write(lambda tx: _apply(tx, clock, batch)))
         except BaseException:  # every spend is retried alone, below
             results = [None] * len(batch)
         for pending, result in zip(batch, results, strict=True):
@@ -124,11 +125,11 @@ class SpendBatcher:
 
 
 def _apply(
-    tx: Tx, clock: Clock, account_id: str, batch: list[PendingSpend]
+    tx: Tx, clock: Clock, batch: list[PendingSpend]
 ) -> list[Outcome[SpendResult] | DomainError]:
     now = clock.now()
-    opened = open_book(tx, account_id, now)
-    # Read under the account lock: a twin committed while this transaction waited is visible.
+    books = open_books(tx, [p.account_id for p in batch], now)
+    # Read under the account locks: a twin committed while this transaction waited is visible.
     records = tx.idempotency.get_many([p.key for p in batch])
     results: list[Outcome[SpendResult] | DomainError] = []
     fresh: dict[str, tuple[str, SpendResult]] = {}
@@ -148,6 +149,10 @@ def _apply(
                 Outcome(earlier, replayed=True) if same else IdempotencyKeyReused(OPERATION)
             )
             continue
+        opened = books.get(pending.account_id)
+        if opened is None:
+            results.append(NotFound("ACCOUNT", "account_id", pending.account_id))
+            continue
         try:
             entry = opened.book.spend(pending.amount, pending.context)
         except DomainError as error:
@@ -159,6 +164,6 @@ def _apply(
             (pending.key, IdempotencyRecord(OPERATION, pending.fingerprint, codec.dumps(result)))
         )
         results.append(Outcome(result, replayed=False))
-    save_book(tx, opened)
+    save_books(tx, list(books.values()))
     tx.idempotency.add_many(new_records, now)
     return results

@@ -1,0 +1,130 @@
+"""Group commit across accounts: one flush of spends on several accounts gives every spend the
+outcome it would have alone, in arrival order, and writes each account's ledger and sums."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine
+
+from billing_service.domain.amounts import parse_amount
+from billing_service.domain.errors import IdempotencyKeyReused, InsufficientCredits, NotFound
+from billing_service.domain.model import BillingMode, EntryContext, GrantSource
+from billing_service.service_layer import accounts, credits, queries
+from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.idempotency import Outcome, fingerprint
+from billing_service.service_layer.results import SpendResult
+from billing_service.service_layer.spend_batching import PendingSpend, SpendBatcher, _apply
+from tests.helpers import ledger_sum
+
+
+def c(text: str) -> int:
+    return parse_amount(text, "amount")
+
+
+def open_account(ctx: AppContext, account_id: str, amount: str) -> None:
+    accounts.create_account(
+        ctx,
+        account_id=account_id,
+        billing_mode=BillingMode.PREPAID,
+        stripe_customer_id="",
+        parent_id="",
+        low_balance_threshold=None,
+        metadata={},
+        idempotency_key=f"create-{account_id}",
+    )
+    credits.grant_credits(
+        ctx,
+        account_id=account_id,
+        amount=c(amount),
+        source=GrantSource.PURCHASE,
+        priority=None,
+        effective_at=None,
+        expires_at=None,
+        description="",
+        metadata={},
+        idempotency_key=f"grant-{account_id}",
+    )
+
+
+def pending(account_id: str, amount: str, key: str) -> PendingSpend:
+    context = EntryContext(idempotency_key=key)
+    request = {"account_id": account_id, "amount": c(amount), "context": context}
+
+    def alone() -> Outcome[SpendResult]:
+        raise AssertionError("the batch must not fall back to single spends")
+
+    return PendingSpend(
+        account_id, c(amount), context, key, fingerprint("SpendCredits", request), alone
+    )
+
+
+def test_one_flush_over_many_accounts_settles_each_spend_in_arrival_order(
+    ctx: AppContext, engine: Engine
+) -> None:
+    for account_id, amount in (("b", "10"), ("a", "10"), ("c", "1")):
+        open_account(ctx, account_id, amount)
+    batch = [
+        pending("b", "4", "k1"),
+        pending("a", "6", "k2"),
+        pending("b", "7", "k3"),  # 6 left on b after k1: refused, changes nothing
+        pending("b", "6", "k4"),  # still 6 left: paid
+        pending("nobody", "1", "k5"),
+        pending("a", "6", "k2"),  # the same key and request: a replay of k2
+        pending("c", "1", "k2"),  # the same key, another request: refused
+        pending("c", "1", "k6"),
+    ]
+    results = ctx.db.write(lambda tx: _apply(tx, ctx.clock, batch))
+
+    assert isinstance(results[0], Outcome) and results[0].result.available == c("6")
+    assert isinstance(results[1], Outcome) and not results[1].replayed
+    assert isinstance(results[2], InsufficientCredits)
+    assert isinstance(results[3], Outcome) and results[3].result.available == 0
+    assert isinstance(results[4], NotFound)
+    assert isinstance(results[5], Outcome) and results[5].replayed
+    assert results[5].result == results[1].result
+    assert isinstance(results[6], IdempotencyKeyReused)
+    assert isinstance(results[7], Outcome)
+    for account_id, left in (("a", "4"), ("b", "0"), ("c", "0")):
+        view = queries.get_balance(ctx, account_id)
+        assert view.balance == (c(left) if left != "0" else 0)
+        assert ledger_sum(engine, account_id) == view.balance
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_concurrent_spends_on_many_accounts_through_the_lanes(
+    ctx: AppContext, engine: Engine, lanes: int
+) -> None:
+    names = [f"acct-{n}" for n in range(12)]
+    for name in names:
+        open_account(ctx, name, "5")
+    batcher = SpendBatcher(lanes)
+    barrier = threading.Barrier(48)
+
+    def spend(n: int) -> str:
+        barrier.wait()
+        account_id = names[n % len(names)]
+        item = pending(account_id, "2", f"spend-{n}")
+        item.alone = lambda: credits.spend_credits(  # a failed batch retries alone
+            ctx,
+            account_id=account_id,
+            amount=c("2"),
+            feature="",
+            request_id="",
+            metadata={},
+            idempotency_key=f"spend-{n}",
+        )
+        try:
+            batcher.spend(ctx.db, ctx.clock, item)
+        except InsufficientCredits:
+            return "refused"
+        return "paid"
+
+    with ThreadPoolExecutor(48) as pool:
+        outcomes = list(pool.map(spend, range(48)))
+    # Four spends of 2 per account of 5: two are paid, two refused, on every account.
+    assert outcomes.count("paid") == 24 and outcomes.count("refused") == 24
+    for name in names:
+        assert queries.get_balance(ctx, name).balance == c("1") == ledger_sum(engine, name)
