@@ -10,8 +10,8 @@ from billing_service.db import migrate
 from billing_service.db.engine import build_engine, is_sqlite
 from billing_service.domain.clock import Clock, SystemClock
 from billing_service.service_layer.context import AppContext, BillingPolicy, HoldPolicy
+from billing_service.service_layer.group_commit import GroupCommitter
 from billing_service.service_layer.price_book_cache import PriceBookCache
-from billing_service.service_layer.spend_batching import SpendBatcher
 from billing_service.service_layer.unit_of_work import Database
 from billing_service.settings import Settings
 from billing_service.stripe.client import StripeBilling, build_stripe_client
@@ -48,7 +48,7 @@ def make_context(engine: Engine, settings: Settings, clock: Clock | None = None)
         clock=clock or SystemClock(),
         holds=HoldPolicy(default_ttl=settings.hold_default_ttl, max_ttl=settings.hold_max_ttl),
         books=PriceBookCache(settings.price_book_refresh_seconds),
-        spends=SpendBatcher(settings.spend_lanes),
+        writes=GroupCommitter(settings.write_lanes),
         billing=BillingPolicy(
             freeze_allowance_when_past_due=settings.freeze_allowance_when_past_due
         ),

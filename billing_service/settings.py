@@ -47,11 +47,11 @@ class Settings(BaseSettings):
     metrics_listen: str = Field(
         "", description="host:port for Prometheus /metrics over HTTP; empty turns it off"
     )
-    spend_lanes: int = Field(
+    write_lanes: int = Field(
         4,
         ge=1,
         le=64,
-        description="concurrent group-commit flushes of SpendCredits per process",
+        description="concurrent group-commit flushes of spends and holds per process",
     )
     price_book_refresh_seconds: float = Field(
         1.0,

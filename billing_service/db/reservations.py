@@ -28,6 +28,9 @@ _ACTIVE = ReservationStatus.ACTIVE.value
 
 _GET = select(reservations).where(reservations.c.id == bindparam("reservation_id"))
 _ADD = insert(reservations)
+_ACCOUNT_OF = select(reservations.c.account_id).where(
+    reservations.c.id == bindparam("reservation_id")
+)
 _SAVE = (
     update(reservations)
     .where(reservations.c.id == bindparam("r_id"))
@@ -50,6 +53,11 @@ class ReservationRepository:
         """One hold, or None."""
         row = self._conn.execute(_GET, {"reservation_id": reservation_id}).first()
         return None if row is None else _reservation(row._mapping)
+
+    def account_of(self, reservation_id: str) -> str | None:
+        """The account a hold belongs to (which never changes)."""
+        row = self._conn.execute(_ACCOUNT_OF, {"reservation_id": reservation_id}).first()
+        return None if row is None else str(row[0])
 
     def add(self, reservation: Reservation) -> None:
         """Insert a new hold."""

@@ -20,6 +20,13 @@ class OpenBook:
     book: AccountBook
     swept: bool
     expired_holds: list[Reservation]
+    # The soonest expiry of holds made on this book in this unit of work.
+    new_hold_expiry: datetime | None = None
+
+    def note_new_hold(self, expires_at: datetime) -> None:
+        """Remember a hold made here, so the account's next sweep is due when it expires."""
+        if self.new_hold_expiry is None or expires_at < self.new_hold_expiry:
+            self.new_hold_expiry = expires_at
 
 
 def open_book(tx: Tx, account_id: str, now: datetime) -> OpenBook:
@@ -100,7 +107,7 @@ def save_books(tx: Tx, books: list[OpenBook]) -> None:
 def _next_sweep(tx: Tx, opened: OpenBook, new_hold_expiry: datetime | None) -> datetime | None:
     """When the account next has a time-driven change (a grant or hold due), if ever."""
     book = opened.book
-    candidates = [book.next_event_at(), new_hold_expiry]
+    candidates = [book.next_event_at(), new_hold_expiry, opened.new_hold_expiry]
     if opened.swept:
         candidates.append(tx.reservations.next_expiry(book.account_id))
     else:

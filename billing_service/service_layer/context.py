@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from billing_service.domain.clock import Clock
+from billing_service.service_layer.group_commit import GroupCommitter
 from billing_service.service_layer.ports import StripePort
 from billing_service.service_layer.price_book_cache import PriceBookCache
-from billing_service.service_layer.spend_batching import SpendBatcher
 from billing_service.service_layer.unit_of_work import Database
 
 
@@ -36,7 +36,7 @@ class AppContext:
     clock: Clock
     holds: HoldPolicy
     books: PriceBookCache = field(default_factory=PriceBookCache)
-    spends: SpendBatcher = field(default_factory=SpendBatcher)
+    writes: GroupCommitter = field(default_factory=GroupCommitter)
     billing: BillingPolicy = field(default_factory=BillingPolicy)
     # None when no Stripe key is configured: the calls that need Stripe refuse.
     stripe: StripePort | None = None

@@ -7,9 +7,10 @@ parallel. Validation happens before the transaction; a refusal inside it rolls e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from billing_service.domain.errors import FailedPrecondition, InvalidField, NotFound
 from billing_service.domain.ids import new_id
@@ -36,6 +37,7 @@ from billing_service.domain.validation import (
 )
 from billing_service.service_layer.books import OpenBook, open_book, save_book
 from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.group_commit import PendingWrite
 from billing_service.service_layer.idempotency import Outcome, fingerprint, run_idempotent
 from billing_service.service_layer.pricing import price_actual, price_hold
 from billing_service.service_layer.results import (
@@ -44,8 +46,9 @@ from billing_service.service_layer.results import (
     ReservationResult,
     SpendResult,
 )
-from billing_service.service_layer.spend_batching import PendingSpend
 from billing_service.service_layer.unit_of_work import Tx
+
+R = TypeVar("R")
 
 MAX_FEATURE = 128
 MAX_REQUEST_ID = 255
@@ -152,34 +155,69 @@ def spend_credits(
     metadata: Mapping[str, str],
     idempotency_key: str,
 ) -> Outcome[SpendResult]:
-    """Debit credits at once; concurrent spends on one account share a transaction
-    (spend_batching), each keeping its own outcome and idempotency record."""
+    """Debit credits at once."""
     check_id(account_id, "account_id")
-    check_idempotency_key(idempotency_key)
     context = _context(idempotency_key, feature, request_id, metadata)
-    request = {"account_id": account_id, "amount": amount, "context": context}
 
-    def work(tx: Tx, now: datetime) -> SpendResult:
-        opened = open_book(tx, account_id, now)
+    def apply(tx: Tx, opened: OpenBook, now: datetime) -> SpendResult:
         entry = opened.book.spend(amount, context)
-        save_book(tx, opened)
         return SpendResult(entry, opened.book.available)
 
-    def alone() -> Outcome[SpendResult]:
+    return _grouped(
+        ctx,
+        operation="SpendCredits",
+        account_id=account_id,
+        key=idempotency_key,
+        request={"account_id": account_id, "amount": amount, "context": context},
+        result_type=SpendResult,
+        apply=apply,
+    )
+
+
+def _grouped(
+    ctx: AppContext,
+    *,
+    operation: str,
+    account_id: str,
+    key: str,
+    request: Mapping[str, Any],
+    result_type: type[R],
+    apply: Callable[[Tx, OpenBook, datetime], R],
+) -> Outcome[R]:
+    """Run one write through group commit (group_commit): concurrent writes share a
+    transaction, each keeping its own outcome and idempotency record. When a shared
+    transaction fails, the write runs alone in its own."""
+    check_idempotency_key(key)
+
+    def work(tx: Tx, now: datetime) -> R:
+        opened = open_book(tx, account_id, now)
+        result = apply(tx, opened, now)
+        save_book(tx, opened)
+        return result
+
+    def alone() -> Outcome[R]:
         return run_idempotent(
             ctx.db,
             ctx.clock,
-            operation="SpendCredits",
-            key=idempotency_key,
+            operation=operation,
+            key=key,
             request=request,
-            result_type=SpendResult,
+            result_type=result_type,
             work=work,
         )
 
-    pending = PendingSpend(
-        account_id, amount, context, idempotency_key, fingerprint("SpendCredits", request), alone
+    pending = PendingWrite(
+        operation, account_id, key, fingerprint(operation, request), result_type, apply, alone
     )
-    return ctx.spends.spend(ctx.db, ctx.clock, pending)
+    return ctx.writes.submit(ctx.db, ctx.clock, pending)
+
+
+def _account_of_hold(ctx: AppContext, reservation_id: str) -> str:
+    """The account a hold belongs to, read before queueing (it never changes)."""
+    account_id = ctx.db.read_statement(lambda tx: tx.reservations.account_of(reservation_id))
+    if account_id is None:
+        raise NotFound("RESERVATION", "reservation_id", reservation_id)
+    return account_id
 
 
 def reserve_credits(
@@ -207,8 +245,7 @@ def reserve_credits(
     if lifetime > ctx.holds.max_ttl:
         raise InvalidField("ttl", f"must be at most {int(ctx.holds.max_ttl.total_seconds())}s")
 
-    def work(tx: Tx, now: datetime) -> ReservationResult:
-        opened = open_book(tx, account_id, now)
+    def apply(tx: Tx, opened: OpenBook, now: datetime) -> ReservationResult:
         pricing = None
         held = amount
         if estimate is not None:
@@ -235,13 +272,13 @@ def reserve_credits(
             pricing=pricing,
         )
         tx.reservations.add(reservation)
-        save_book(tx, opened, new_hold_expiry=reservation.expires_at)
+        opened.note_new_hold(reservation.expires_at)
         return ReservationResult(reservation)
 
-    return run_idempotent(
-        ctx.db,
-        ctx.clock,
+    return _grouped(
+        ctx,
         operation="ReserveCredits",
+        account_id=account_id,
         key=idempotency_key,
         request={
             "account_id": account_id,
@@ -253,7 +290,7 @@ def reserve_credits(
             "context": context,
         },
         result_type=ReservationResult,
-        work=work,
+        apply=apply,
     )
 
 
@@ -271,8 +308,11 @@ def commit_reservation(
     if usage is not None:
         validate_usage(usage, "actual_usage", actual=True)
 
-    def work(tx: Tx, now: datetime) -> ReservationResult:
-        opened, hold = _open_hold(tx, reservation_id, now)
+    check_idempotency_key(idempotency_key)
+    account_id = _account_of_hold(ctx, reservation_id)
+
+    def apply(tx: Tx, opened: OpenBook, now: datetime) -> ReservationResult:
+        hold = _hold_under_lock(tx, opened, reservation_id, now)
         cost = None
         comparisons: tuple[Comparison, ...] = ()
         actual = amount
@@ -311,17 +351,16 @@ def commit_reservation(
             ledger_entry_id=entry.id if entry else "",
         )
         tx.reservations.save(settled)
-        save_book(tx, opened)
         return ReservationResult(settled, entry, cost, comparisons, charged)
 
-    return run_idempotent(
-        ctx.db,
-        ctx.clock,
+    return _grouped(
+        ctx,
         operation="CommitReservation",
+        account_id=account_id,
         key=idempotency_key,
         request={"reservation_id": reservation_id, "amount": amount, "usage": usage},
         result_type=ReservationResult,
-        work=work,
+        apply=apply,
     )
 
 
@@ -331,26 +370,27 @@ def release_reservation(
     """Let go of a hold without spending."""
     check_id(reservation_id, "reservation_id")
 
-    def work(tx: Tx, now: datetime) -> ReservationResult:
-        opened, hold = _open_hold(tx, reservation_id, now, allow_expired=True)
+    check_idempotency_key(idempotency_key)
+    account_id = _account_of_hold(ctx, reservation_id)
+
+    def apply(tx: Tx, opened: OpenBook, now: datetime) -> ReservationResult:
+        hold = _hold_under_lock(tx, opened, reservation_id, now, allow_expired=True)
         if hold.status is ReservationStatus.EXPIRED:
             # Expiry released it already: the caller's wish holds, so this is no error.
-            save_book(tx, opened)
             return ReservationResult(hold)
         opened.book.release(hold.allocations)
         released = replace(hold, status=ReservationStatus.RELEASED, resolved_at=now)
         tx.reservations.save(released)
-        save_book(tx, opened)
         return ReservationResult(released)
 
-    return run_idempotent(
-        ctx.db,
-        ctx.clock,
+    return _grouped(
+        ctx,
         operation="ReleaseReservation",
+        account_id=account_id,
         key=idempotency_key,
         request={"reservation_id": reservation_id},
         result_type=ReservationResult,
-        work=work,
+        apply=apply,
     )
 
 
@@ -396,18 +436,16 @@ def refund_spend(
     )
 
 
-def _open_hold(
-    tx: Tx, reservation_id: str, now: datetime, *, allow_expired: bool = False
-) -> tuple[OpenBook, Reservation]:
-    """Lock the hold's account and return the hold as it stands under that lock."""
-    found = tx.reservations.get(reservation_id)
-    if found is None:
-        raise NotFound("RESERVATION", "reservation_id", reservation_id)
-    opened = open_book(tx, found.account_id, now)
+def _hold_under_lock(
+    tx: Tx, opened: OpenBook, reservation_id: str, now: datetime, *, allow_expired: bool = False
+) -> Reservation:
+    """The hold as it stands under its account's lock (swept when it expired meanwhile)."""
     swept = next((h for h in opened.expired_holds if h.id == reservation_id), None)
-    hold = swept or tx.reservations.get(reservation_id) or found
+    hold = swept or tx.reservations.get(reservation_id)
+    if hold is None:
+        raise NotFound("RESERVATION", "reservation_id", reservation_id)
     if hold.status is ReservationStatus.EXPIRED and allow_expired:
-        return opened, hold
+        return hold
     if hold.status is ReservationStatus.EXPIRED or (
         hold.status is ReservationStatus.ACTIVE and hold.expires_at <= now
     ):
@@ -424,7 +462,7 @@ def _open_hold(
             reservation_id=reservation_id,
             status=hold.status.value,
         )
-    return opened, hold
+    return hold
 
 
 def _one_of(amount: int | None, usage: Usage | None, usage_field: str) -> None:

@@ -84,8 +84,8 @@ def call_together(
     """Run the calls in threads released at once; each response or typed error, in order.
 
     On PostgreSQL the account's row stays locked until `waiters` sessions (all the calls, by
-    default) queue behind it. Spends sent to one server queue in its batcher instead, behind
-    one leader, so for them it is one waiter per server.
+    default) queue behind it. Spends and holds sent to one server queue in its group committer
+    instead, behind one leader, so for them it is one waiter per server.
     """
     results: list[Any] = [None] * len(calls)
     unexpected: list[BaseException] = []
@@ -339,7 +339,7 @@ def test_concurrent_duplicate_reserves_hold_once(
         return lambda: client.reserve_credits(account_id, "7.25", idempotency_key=key)
 
     results = call_together(
-        engine, account_id, [reserve(clients[i % CLIENTS]) for i in range(DUPLICATES)]
+        engine, account_id, [reserve(clients[i % CLIENTS]) for i in range(DUPLICATES)], waiters=1
     )
 
     assert_one_first_answer(results)
@@ -365,7 +365,7 @@ def test_concurrent_duplicate_commits_settle_once(
         return lambda: client.commit_reservation(hold.reservation_id, "7.5", idempotency_key=key)
 
     results = call_together(
-        engine, account_id, [commit(clients[i % CLIENTS]) for i in range(DUPLICATES)]
+        engine, account_id, [commit(clients[i % CLIENTS]) for i in range(DUPLICATES)], waiters=1
     )
 
     assert_one_first_answer(results)
@@ -510,3 +510,33 @@ def test_concurrent_duplicate_spends_on_two_replicas_move_credits_once(
     assert_one_first_answer(results)
     assert len({r.ledger_entry.entry_id for r in results}) == 1
     assert ledger_sum(engine, account_id) == 4 * MICROS
+
+
+def test_concurrent_duplicate_commits_on_two_replicas_settle_once(
+    clients: list[CreditlineClient], engine: Engine, ctx: AppContext
+) -> None:
+    """Two servers (two group committers) on one database commit one hold with one key: the
+    leader that goes second finds the first's record under the account lock and replays,
+    although the hold it would settle is no longer active."""
+    replica = build_server(
+        AppContext(ctx.db, ctx.clock, ctx.holds), listen="127.0.0.1:0", tokens={}
+    )
+    try:
+        with CreditlineClient(f"127.0.0.1:{replica.port}", backoff=0) as other:
+            account_id = open_account(clients[0], "100")
+            hold = clients[0].reserve_credits(account_id, "10").reservation
+            key = uuid.uuid4().hex
+            calls = [
+                (
+                    lambda c=(clients[0] if i % 2 else other): c.commit_reservation(
+                        hold.reservation_id, "7.5", idempotency_key=key
+                    )
+                )
+                for i in range(DUPLICATES)
+            ]
+            results = call_together(engine, account_id, calls, waiters=2)
+    finally:
+        replica.stop(0)
+    assert_one_first_answer(results)
+    assert len({r.ledger_entry.entry_id for r in results}) == 1
+    assert ledger_sum(engine, account_id) == 92_500_000

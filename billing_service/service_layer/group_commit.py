@@ -1,23 +1,23 @@
-"""Group commit for SpendCredits: concurrent spends share one transaction, on one account or
-on many.
+"""Group commit for the hot writes (SpendCredits, ReserveCredits, CommitReservation,
+ReleaseReservation): concurrent calls share one transaction, on one account or on many.
 
 Accounts are spread over a few lanes (by a hash of the id); a lane has at most one flush in
-flight, so an account does too. Spends that arrive meanwhile queue behind it, and the first of
-them leads the next flush, taking up to MAX_BATCH queued spends into one transaction: one lock
+flight, so an account does too. Calls that arrive meanwhile queue behind it, and the first of
+them leads the next flush, taking up to MAX_BATCH queued calls into one transaction: one lock
 statement for all their accounts (in id order, so flushes of different lanes or processes
 cannot deadlock), one read of the idempotency keys, one of the buckets, batched writes, one
 COMMIT. Several lanes let one flush's Python work overlap another's wait for the database.
 
 Invariants (each is a test in tests/integration):
-- Every spend in a batch gets the outcome it would get if the batch's spends ran one after
-  another in arrival order: the book checks each against the balance left by those before it,
-  and a refused spend changes nothing (AccountBook.spend refuses before it moves anything).
-- Idempotency as for single calls: the keys' records are read after the account lock is held,
-  so a twin committed by another process while this one waited is seen and replayed; a key
-  repeated inside the batch replays the first (or is refused when the request differs); the
-  new records are written in the same transaction as the entries.
-- If the batch's transaction fails as a whole, each spend is run again on its own, so one bad
-  spend cannot take the others down with it.
+- Every call in a batch gets the outcome it would get if the batch's calls ran one after
+  another in arrival order: each works on the book left by those before it, and a refused call
+  changes nothing (every `apply` refuses before it moves anything).
+- Idempotency as for single calls: the keys' records are read after the account locks are
+  held, so a twin committed by another process while this one waited is seen and replayed; a
+  key repeated inside the batch replays the first (or is refused when the request differs);
+  the new records are written in the same transaction as the effects.
+- If the batch's transaction fails as a whole, each call is run again on its own, so one bad
+  call cannot take the others down with it.
 """
 
 from __future__ import annotations
@@ -26,49 +26,55 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from billing_service.db import dataclass_json as codec
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
 from billing_service.domain.errors import DomainError, IdempotencyKeyReused, NotFound
-from billing_service.domain.model import EntryContext
-from billing_service.service_layer.books import open_books, save_books
+from billing_service.service_layer.books import OpenBook, open_books, save_books
 from billing_service.service_layer.idempotency import Outcome
-from billing_service.service_layer.results import SpendResult
 from billing_service.service_layer.unit_of_work import Database, Tx
 
-OPERATION = "SpendCredits"
 MAX_BATCH = 64
 DEFAULT_LANES = 4
 
+R = TypeVar("R")
+
 
 @dataclass
-class PendingSpend:
-    """One queued spend and, once flushed, its outcome or error."""
+class PendingWrite(Generic[R]):
+    """One queued call and, once flushed, its outcome or error.
 
+    apply does the call's work on its account's open book; it must refuse (raise a
+    DomainError) before it changes anything. alone runs the call in its own transaction.
+    """
+
+    operation: str
     account_id: str
-    amount: int
-    context: EntryContext
     key: str
     fingerprint: str
-    alone: Callable[[], Outcome[SpendResult]]
-    outcome: Outcome[SpendResult] | None = None
+    result_type: type[R]
+    apply: Callable[[Tx, OpenBook, datetime], R]
+    alone: Callable[[], Outcome[R]]
+    outcome: Outcome[R] | None = None
     error: BaseException | None = None
     finished: bool = False
     promoted: bool = False
     wake: threading.Event = field(default_factory=threading.Event)
 
 
-class SpendBatcher:
-    """Lanes of queued spends, each flushed by one leader at a time."""
+class GroupCommitter:
+    """Lanes of queued writes, each flushed by one leader at a time."""
 
     def __init__(self, lanes: int = DEFAULT_LANES) -> None:
         self._lanes = lanes
         self._lock = threading.Lock()
-        self._queues: dict[int, list[PendingSpend]] = {}
+        self._queues: dict[int, list[PendingWrite[Any]]] = {}
 
-    def spend(self, db: Database, clock: Clock, pending: PendingSpend) -> Outcome[SpendResult]:
-        """Queue a spend, lead flushes when it is this spend's turn, and return its outcome."""
+    def submit(self, db: Database, clock: Clock, pending: PendingWrite[R]) -> Outcome[R]:
+        """Queue a write, lead flushes when it is this write's turn, and return its outcome."""
         lane = zlib.crc32(pending.account_id.encode()) % self._lanes
         with self._lock:
             queue = self._queues.get(lane)
@@ -104,11 +110,11 @@ class SpendBatcher:
             else:
                 del self._queues[lane]
 
-    def _flush(self, db: Database, clock: Clock, batch: list[PendingSpend]) -> None:
-        results: list[Outcome[SpendResult] | DomainError | None]
+    def _flush(self, db: Database, clock: Clock, batch: list[PendingWrite[Any]]) -> None:
+        results: list[Outcome[Any] | DomainError | None]
         try:
-            results = list(db.write(lambda tx: _apply(tx, clock, batch)))
-        except BaseException:  # every spend is retried alone, below
+            results = list(db.write(lambda tx: apply_batch(tx, clock, batch)))
+        except BaseException:  # every call is retried alone, below
             results = [None] * len(batch)
         for pending, result in zip(batch, results, strict=True):
             if result is None:
@@ -124,29 +130,31 @@ class SpendBatcher:
             pending.wake.set()
 
 
-def _apply(
-    tx: Tx, clock: Clock, batch: list[PendingSpend]
-) -> list[Outcome[SpendResult] | DomainError]:
+def apply_batch(
+    tx: Tx, clock: Clock, batch: list[PendingWrite[Any]]
+) -> list[Outcome[Any] | DomainError]:
+    """Run a batch of writes in one transaction; each one's outcome or refusal, in order."""
     now = clock.now()
     books = open_books(tx, [p.account_id for p in batch], now)
     # Read under the account locks: a twin committed while this transaction waited is visible.
     records = tx.idempotency.get_many([p.key for p in batch])
-    results: list[Outcome[SpendResult] | DomainError] = []
-    fresh: dict[str, tuple[str, SpendResult]] = {}
+    results: list[Outcome[Any] | DomainError] = []
+    fresh: dict[str, tuple[str, str, Any]] = {}
     new_records: list[tuple[str, IdempotencyRecord]] = []
     for pending in batch:
         record = records.get(pending.key)
         if record is not None:
-            if record.operation != OPERATION or record.fingerprint != pending.fingerprint:
-                results.append(IdempotencyKeyReused(OPERATION))
+            if record.operation != pending.operation or record.fingerprint != pending.fingerprint:
+                results.append(IdempotencyKeyReused(pending.operation))
             else:
-                results.append(Outcome(codec.loads(SpendResult, record.response), replayed=True))
+                replay = codec.loads(pending.result_type, record.response)
+                results.append(Outcome(replay, replayed=True))
             continue
         if pending.key in fresh:
-            fingerprint, earlier = fresh[pending.key]
-            same = fingerprint == pending.fingerprint
+            operation, digest, earlier = fresh[pending.key]
+            same = (operation, digest) == (pending.operation, pending.fingerprint)
             results.append(
-                Outcome(earlier, replayed=True) if same else IdempotencyKeyReused(OPERATION)
+                Outcome(earlier, replayed=True) if same else IdempotencyKeyReused(pending.operation)
             )
             continue
         opened = books.get(pending.account_id)
@@ -154,15 +162,13 @@ def _apply(
             results.append(NotFound("ACCOUNT", "account_id", pending.account_id))
             continue
         try:
-            entry = opened.book.spend(pending.amount, pending.context)
+            result = pending.apply(tx, opened, now)
         except DomainError as error:
             results.append(error)
             continue
-        result = SpendResult(entry, opened.book.available)
-        fresh[pending.key] = (pending.fingerprint, result)
-        new_records.append(
-            (pending.key, IdempotencyRecord(OPERATION, pending.fingerprint, codec.dumps(result)))
-        )
+        fresh[pending.key] = (pending.operation, pending.fingerprint, result)
+        record = IdempotencyRecord(pending.operation, pending.fingerprint, codec.dumps(result))
+        new_records.append((pending.key, record))
         results.append(Outcome(result, replayed=False))
     save_books(tx, list(books.values()))
     tx.idempotency.add_many(new_records, now)

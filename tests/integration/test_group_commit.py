@@ -1,4 +1,4 @@
-"""Group commit across accounts: one flush of spends on several accounts gives every spend the
+"""Group commit across accounts: one flush of writes on several accounts gives every write the
 outcome it would have alone, in arrival order, and writes each account's ledger and sums."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from billing_service.domain.amounts import parse_amount
 from billing_service.domain.errors import IdempotencyKeyReused, InsufficientCredits, NotFound
 from billing_service.domain.model import BillingMode, EntryContext, GrantSource
 from billing_service.service_layer import accounts, credits, queries
+from billing_service.service_layer.books import OpenBook
 from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.group_commit import GroupCommitter, PendingWrite, apply_batch
 from billing_service.service_layer.idempotency import Outcome, fingerprint
 from billing_service.service_layer.results import SpendResult
-from billing_service.service_layer.spend_batching import PendingSpend, SpendBatcher, _apply
 from tests.helpers import ledger_sum
 
 
@@ -49,15 +50,24 @@ def open_account(ctx: AppContext, account_id: str, amount: str) -> None:
     )
 
 
-def pending(account_id: str, amount: str, key: str) -> PendingSpend:
+def pending(account_id: str, amount: str, key: str) -> PendingWrite[SpendResult]:
     context = EntryContext(idempotency_key=key)
     request = {"account_id": account_id, "amount": c(amount), "context": context}
+
+    def apply(_tx: object, opened: OpenBook, _now: object) -> SpendResult:
+        return SpendResult(opened.book.spend(c(amount), context), opened.book.available)
 
     def alone() -> Outcome[SpendResult]:
         raise AssertionError("the batch must not fall back to single spends")
 
-    return PendingSpend(
-        account_id, c(amount), context, key, fingerprint("SpendCredits", request), alone
+    return PendingWrite(
+        "SpendCredits",
+        account_id,
+        key,
+        fingerprint("SpendCredits", request),
+        SpendResult,
+        apply,  # type: ignore[arg-type]
+        alone,
     )
 
 
@@ -76,7 +86,7 @@ def test_one_flush_over_many_accounts_settles_each_spend_in_arrival_order(
         pending("c", "1", "k2"),  # the same key, another request: refused
         pending("c", "1", "k6"),
     ]
-    results = ctx.db.write(lambda tx: _apply(tx, ctx.clock, batch))
+    results = ctx.db.write(lambda tx: apply_batch(tx, ctx.clock, batch))
 
     assert isinstance(results[0], Outcome) and results[0].result.available == c("6")
     assert isinstance(results[1], Outcome) and not results[1].replayed
@@ -100,7 +110,7 @@ def test_concurrent_spends_on_many_accounts_through_the_lanes(
     names = [f"acct-{n}" for n in range(12)]
     for name in names:
         open_account(ctx, name, "5")
-    batcher = SpendBatcher(lanes)
+    batcher = GroupCommitter(lanes)
     barrier = threading.Barrier(48)
 
     def spend(n: int) -> str:
@@ -117,7 +127,7 @@ def test_concurrent_spends_on_many_accounts_through_the_lanes(
             idempotency_key=f"spend-{n}",
         )
         try:
-            batcher.spend(ctx.db, ctx.clock, item)
+            batcher.submit(ctx.db, ctx.clock, item)
         except InsufficientCredits:
             return "refused"
         return "paid"
