@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py [--database postgresql|sqlite] [--rounds 3] [--duration 4]
         [--warmup 1] [--concurrency 1,16,64] [--scenarios health,spend_many,...]
         [--processes 4] [--accounts 1000] [--json bench/results.json] [--workers N]
+        [--soak SECONDS]
 
 It creates a fresh database (a uniquely named PostgreSQL database, or a SQLite file), runs
 `creditline migrate`, starts `creditline serve` as its own process, creates and funds the
@@ -41,6 +42,11 @@ import scenarios
 
 DEFAULT_CONCURRENCY = "1,16,64"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
+SOAK_SLICE_SECONDS = 20.0
+"""Length of one soak slice: the server's RSS is read after each."""
+SOAK_SCENARIOS = ("spend_many", "reserve_commit", "get_balance", "spend_hot", "estimate_cost")
+SOAK_GROWTH_LIMIT = 0.10
+"""The memory target: RSS may grow at most 10 % over the soak, from the end of its first cycle."""
 PROBLEM_LEVELS = ("WARNING", "ERROR", "CRITICAL", "RAW")
 """Server log levels reported at the end; RAW is a line that is not JSON (a traceback)."""
 CONNECTION_MARGIN = 4
@@ -90,6 +96,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=_positive,
         help="server worker processes, passed as `serve --workers` when serve offers it",
+    )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        help="after the cells, drive a mix of scenarios at the highest concurrency for this many "
+        "seconds and report the server's RSS growth (600 for the 10-minute soak; default off)",
     )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
@@ -359,6 +372,53 @@ def _measure(
     return records
 
 
+def _soak(
+    args: argparse.Namespace,
+    plan: Plan,
+    server: environment.ServerProcess,
+    generators: loadgen.LoadGenerators,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Drive the scenarios in turn, slice after slice, for args.soak seconds; RSS after each.
+
+    Growth is judged from the end of the first full cycle (caches warm, pools filled) to the
+    end of the soak.
+    """
+    cycle = [name for name in SOAK_SCENARIOS if name in plan.scenarios] or ["spend_many"]
+    clients = max(args.concurrency)
+    started = time.monotonic()
+    slices: list[dict[str, Any]] = []
+    while time.monotonic() - started < args.soak:
+        name = cycle[len(slices) % len(cycle)]
+        measured = generators.run(loadgen.CellPlan(name, clients, 0.0, SOAK_SLICE_SECONDS))
+        rss_mb = server.rss_bytes() / 2**20
+        slices.append(
+            {
+                "elapsed_s": round(time.monotonic() - started, 1),
+                "scenario": name,
+                "rate": measured.rate,
+                "rss_mb": round(rss_mb, 1),
+            }
+        )
+        progress(
+            f"soak {slices[-1]['elapsed_s']:>6.0f}/{args.soak:.0f}s  "
+            f"{scenarios.BY_NAME[name].label:<32} {measured.rate:>9.1f}/s  RSS {rss_mb:.0f} MB"
+        )
+    warm = slices[min(len(cycle), len(slices)) - 1]["rss_mb"]
+    end = slices[-1]["rss_mb"]
+    growth = (end - warm) / warm if warm else 0.0
+    return {
+        "seconds": args.soak,
+        "clients": clients,
+        "slices": slices,
+        "rss_warm_mb": warm,
+        "rss_end_mb": end,
+        "rss_max_mb": max(s["rss_mb"] for s in slices),
+        "growth": round(growth, 4),
+        "verdict": "PASS" if growth <= SOAK_GROWTH_LIMIT else "MISS",
+    }
+
+
 def run(args: argparse.Namespace, progress: Progress) -> int:
     """Set everything up, measure every cell, print and write the results."""
     with ExitStack() as stack:
@@ -376,6 +436,7 @@ def run(args: argparse.Namespace, progress: Progress) -> int:
             progress(f"note: {note}")
         generators = stack.enter_context(loadgen.LoadGenerators(args.processes, fixture))
         records = _measure(args, plan, server, generators, progress)
+        soak = _soak(args, plan, server, generators, progress) if args.soak > 0 else None
         sampled = [r.rss_peak_mb for r in records if r.rss_peak_mb is not None]
         server_info: dict[str, Any] = {
             "pid": server.pid,
@@ -385,6 +446,8 @@ def run(args: argparse.Namespace, progress: Progress) -> int:
             "rss_peak_sampled_mb": max(sampled, default=None),
             "vm_hwm_mb": server.peak_rss_bytes() / 2**20,
         }
+        if soak is not None:
+            server_info["soak"] = soak
         progress("stopping the server")
         server_info["exit_code"] = server.stop()
         server_info["log_problems"] = _server_problems(server)
@@ -425,6 +488,14 @@ def _report(
         f"{report.fmt(server_info['rss_peak_sampled_mb'], 0)} MB, "
         f"VmHWM {server_info['vm_hwm_mb']:.0f} MB"
     )
+    soak = server_info.get("soak")
+    if soak is not None:
+        print(
+            f"soak: {soak['seconds'] / 60:.1f} min at {soak['clients']} clients, RSS "
+            f"{soak['rss_warm_mb']:.0f} MB after the first cycle -> {soak['rss_end_mb']:.0f} MB "
+            f"at the end (max {soak['rss_max_mb']:.0f} MB): {soak['growth'] * 100:+.1f} %  "
+            f"<= +{SOAK_GROWTH_LIMIT * 100:.0f} %  {soak['verdict']}"
+        )
     for problem in server_info["log_problems"]:
         print(f"  server log {problem['level']} x{problem['count']}: {problem['message'][:160]}")
     print("notes:")
