@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         "", description="host:port for Prometheus /metrics over HTTP; empty turns it off"
     )
     write_lanes: int = Field(
-        4,
+        1,
         ge=1,
         le=64,
         description="concurrent group-commit flushes of spends and holds per process",
