@@ -28,8 +28,8 @@ _ACTIVE = ReservationStatus.ACTIVE.value
 
 _GET = select(reservations).where(reservations.c.id == bindparam("reservation_id"))
 _ADD = insert(reservations)
-_ACCOUNT_OF = select(reservations.c.account_id).where(
-    reservations.c.id == bindparam("reservation_id")
+_ACCOUNTS_OF = select(reservations.c.id, reservations.c.account_id).where(
+    reservations.c.id.in_(bindparam("ids", expanding=True))
 )
 _SAVE = (
     update(reservations)
@@ -54,10 +54,10 @@ class ReservationRepository:
         row = self._conn.execute(_GET, {"reservation_id": reservation_id}).first()
         return None if row is None else _reservation(row._mapping)
 
-    def account_of(self, reservation_id: str) -> str | None:
-        """The account a hold belongs to (which never changes)."""
-        row = self._conn.execute(_ACCOUNT_OF, {"reservation_id": reservation_id}).first()
-        return None if row is None else str(row[0])
+    def accounts_of(self, reservation_ids: list[str]) -> dict[str, str]:
+        """The accounts the named holds belong to (a hold's account never changes)."""
+        rows = self._conn.execute(_ACCOUNTS_OF, {"ids": sorted(set(reservation_ids))})
+        return {str(row[0]): str(row[1]) for row in rows}
 
     def add(self, reservation: Reservation) -> None:
         """Insert a new hold."""

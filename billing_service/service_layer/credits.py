@@ -178,19 +178,23 @@ def _grouped(
     ctx: AppContext,
     *,
     operation: str,
-    account_id: str,
+    account_id: str = "",
+    reservation_id: str = "",
     key: str,
     request: Mapping[str, Any],
     result_type: type[R],
     apply: Callable[[Tx, OpenBook, datetime], R],
 ) -> Outcome[R]:
-    """Run one write through group commit (group_commit): concurrent writes share a
-    transaction, each keeping its own outcome and idempotency record. When a shared
-    transaction fails, the write runs alone in its own."""
+    """Run one write, on an account or on a hold's account, through group commit
+    (group_commit): concurrent writes share a transaction, each keeping its own outcome and
+    idempotency record. When a shared transaction fails, the write runs alone in its own."""
     check_idempotency_key(key)
 
     def work(tx: Tx, now: datetime) -> R:
-        opened = open_book(tx, account_id, now)
+        owner = account_id or tx.reservations.accounts_of([reservation_id]).get(reservation_id)
+        if owner is None:
+            raise NotFound("RESERVATION", "reservation_id", reservation_id)
+        opened = open_book(tx, owner, now)
         result = apply(tx, opened, now)
         save_book(tx, opened)
         return result
@@ -207,17 +211,16 @@ def _grouped(
         )
 
     pending = PendingWrite(
-        operation, account_id, key, fingerprint(operation, request), result_type, apply, alone
+        operation,
+        account_id,
+        reservation_id,
+        key,
+        fingerprint(operation, request),
+        result_type,
+        apply,
+        alone,
     )
     return ctx.writes.submit(ctx.db, ctx.clock, pending)
-
-
-def _account_of_hold(ctx: AppContext, reservation_id: str) -> str:
-    """The account a hold belongs to, read before queueing (it never changes)."""
-    account_id = ctx.db.read_statement(lambda tx: tx.reservations.account_of(reservation_id))
-    if account_id is None:
-        raise NotFound("RESERVATION", "reservation_id", reservation_id)
-    return account_id
 
 
 def reserve_credits(
@@ -308,9 +311,6 @@ def commit_reservation(
     if usage is not None:
         validate_usage(usage, "actual_usage", actual=True)
 
-    check_idempotency_key(idempotency_key)
-    account_id = _account_of_hold(ctx, reservation_id)
-
     def apply(tx: Tx, opened: OpenBook, now: datetime) -> ReservationResult:
         hold = _hold_under_lock(tx, opened, reservation_id, now)
         cost = None
@@ -356,7 +356,7 @@ def commit_reservation(
     return _grouped(
         ctx,
         operation="CommitReservation",
-        account_id=account_id,
+        reservation_id=reservation_id,
         key=idempotency_key,
         request={"reservation_id": reservation_id, "amount": amount, "usage": usage},
         result_type=ReservationResult,
@@ -369,9 +369,6 @@ def release_reservation(
 ) -> Outcome[ReservationResult]:
     """Let go of a hold without spending."""
     check_id(reservation_id, "reservation_id")
-
-    check_idempotency_key(idempotency_key)
-    account_id = _account_of_hold(ctx, reservation_id)
 
     def apply(tx: Tx, opened: OpenBook, now: datetime) -> ReservationResult:
         hold = _hold_under_lock(tx, opened, reservation_id, now, allow_expired=True)
@@ -386,7 +383,7 @@ def release_reservation(
     return _grouped(
         ctx,
         operation="ReleaseReservation",
-        account_id=account_id,
+        reservation_id=reservation_id,
         key=idempotency_key,
         request={"reservation_id": reservation_id},
         result_type=ReservationResult,

@@ -48,12 +48,14 @@ R = TypeVar("R")
 class PendingWrite(Generic[R]):
     """One queued call and, once flushed, its outcome or error.
 
-    apply does the call's work on its account's open book; it must refuse (raise a
-    DomainError) before it changes anything. alone runs the call in its own transaction.
+    The call names its account, or a hold whose account the flush looks up. apply does the
+    call's work on the account's open book; it must refuse (raise a DomainError) before it
+    changes anything. alone runs the call in its own transaction.
     """
 
     operation: str
     account_id: str
+    reservation_id: str
     key: str
     fingerprint: str
     result_type: type[R]
@@ -76,7 +78,7 @@ class GroupCommitter:
 
     def submit(self, db: Database, clock: Clock, pending: PendingWrite[R]) -> Outcome[R]:
         """Queue a write, lead flushes when it is this write's turn, and return its outcome."""
-        lane = zlib.crc32(pending.account_id.encode()) % self._lanes
+        lane = zlib.crc32((pending.account_id or pending.reservation_id).encode()) % self._lanes
         with self._lock:
             queue = self._queues.get(lane)
             lead = queue is None
@@ -136,7 +138,11 @@ def apply_batch(
 ) -> list[Outcome[Any] | DomainError]:
     """Run a batch of writes in one transaction; each one's outcome or refusal, in order."""
     now = clock.now()
-    books = open_books(tx, [p.account_id for p in batch], now)
+    holds = [p.reservation_id for p in batch if not p.account_id]
+    # A hold's account never changes, so it may be read before the accounts are locked.
+    accounts_of_holds = tx.reservations.accounts_of(holds) if holds else {}
+    account_of = {id(p): p.account_id or accounts_of_holds.get(p.reservation_id, "") for p in batch}
+    books = open_books(tx, [a for a in account_of.values() if a], now)
     # Read under the account locks: a twin committed while this transaction waited is visible.
     records = tx.idempotency.get_many([p.key for p in batch])
     results: list[Outcome[Any] | DomainError] = []
@@ -158,9 +164,15 @@ def apply_batch(
                 Outcome(earlier, replayed=True) if same else IdempotencyKeyReused(pending.operation)
             )
             continue
-        opened = books.get(pending.account_id)
+        account_id = account_of[id(pending)]
+        opened = books.get(account_id)
         if opened is None:
-            results.append(NotFound("ACCOUNT", "account_id", pending.account_id))
+            missing = (
+                NotFound("RESERVATION", "reservation_id", pending.reservation_id)
+                if not pending.account_id
+                else NotFound("ACCOUNT", "account_id", pending.account_id)
+            )
+            results.append(missing)
             continue
         try:
             result = pending.apply(tx, opened, now)

@@ -63,6 +63,7 @@ def pending(account_id: str, amount: str, key: str) -> PendingWrite[SpendResult]
     return PendingWrite(
         "SpendCredits",
         account_id,
+        "",
         key,
         fingerprint("SpendCredits", request),
         SpendResult,
