@@ -46,7 +46,9 @@ def build_engine(url: str, *, pool_size: int = 10) -> Engine:
         # restart) fails its first statement instead, the call answers UNAVAILABLE having
         # written nothing, the pool is invalidated, and the client's retry gets a fresh one.
         pool_pre_ping=False,
-        connect_args={"prepare_threshold": 2},
+        # A database that is down answers UNAVAILABLE within seconds instead of the kernel's
+        # minutes-long connect timeout.
+        connect_args={"prepare_threshold": 2, "connect_timeout": 5},
     )
 
 

@@ -33,7 +33,12 @@ from typing import Any, Generic, TypeVar
 from billing_service.db import dataclass_json as codec
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
-from billing_service.domain.errors import DomainError, IdempotencyKeyReused, NotFound
+from billing_service.domain.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    NotFound,
+    Unavailable,
+)
 from billing_service.service_layer.books import OpenBook, open_books, save_books
 from billing_service.service_layer.idempotency import Outcome
 from billing_service.service_layer.unit_of_work import Database, Tx
@@ -117,7 +122,12 @@ class GroupCommitter:
         results: list[Outcome[Any] | DomainError | None]
         try:
             results = list(db.write(lambda tx: apply_batch(tx, clock, batch)))
-        except BaseException:  # every call is retried alone, below
+        except Unavailable as error:
+            # The database cannot be reached: retrying each call alone would only wait for it
+            # once per call while everything queued behind waits too. All get the error (they
+            # changed nothing) and retry with their keys.
+            results = [error] * len(batch)
+        except BaseException:  # something one call did: every call is retried alone, below
             results = [None] * len(batch)
         for pending, result in zip(batch, results, strict=True):
             if result is None:

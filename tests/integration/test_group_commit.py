@@ -10,7 +10,12 @@ import pytest
 from sqlalchemy import Engine
 
 from billing_service.domain.amounts import parse_amount
-from billing_service.domain.errors import IdempotencyKeyReused, InsufficientCredits, NotFound
+from billing_service.domain.errors import (
+    IdempotencyKeyReused,
+    InsufficientCredits,
+    NotFound,
+    Unavailable,
+)
 from billing_service.domain.model import BillingMode, EntryContext, GrantSource
 from billing_service.service_layer import accounts, credits, queries
 from billing_service.service_layer.books import OpenBook
@@ -139,3 +144,37 @@ def test_concurrent_spends_on_many_accounts_through_the_lanes(
     assert outcomes.count("paid") == 24 and outcomes.count("refused") == 24
     for name in names:
         assert queries.get_balance(ctx, name).balance == c("1") == ledger_sum(engine, name)
+
+
+class UnreachableDatabase:
+    """A Database whose every transaction fails as an unreachable database does."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def write(self, _work: object) -> object:
+        self.attempts += 1
+        raise Unavailable("database unavailable")
+
+
+def test_an_unreachable_database_fails_the_whole_batch_at_once(ctx: AppContext) -> None:
+    database = UnreachableDatabase()
+    committer = GroupCommitter()
+    alone_calls: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def spend(n: int) -> str:
+        item = pending(f"acct-{n}", "1", f"down-{n}")
+        item.alone = lambda: alone_calls.append(item.key)  # type: ignore[assignment, func-returns-value]
+        barrier.wait()
+        try:
+            committer.submit(database, ctx.clock, item)  # type: ignore[arg-type]
+        except Unavailable:
+            return "unavailable"
+        return "applied"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(spend, range(8)))
+    assert outcomes == ["unavailable"] * 8
+    assert alone_calls == []  # nobody waited for the database once per call
+    assert database.attempts <= 8
