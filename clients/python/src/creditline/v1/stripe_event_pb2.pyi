@@ -435,7 +435,7 @@ class DisputePayload(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     dispute_id: _builtins.str
-    """The dispute id, such as "dp_123"."""
+    """The dispute id, such as "du_123"."""
     charge_id: _builtins.str
     """The disputed charge."""
     payment_intent_id: _builtins.str
