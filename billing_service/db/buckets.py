@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Dialect, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from billing_service.db.accounts import Sums, parse_sources
 from billing_service.db.codec import (
@@ -39,6 +40,7 @@ _SUMS_AND_LIVE = (
     .select_from(accounts.outerjoin(buckets, (buckets.c.account_id == accounts.c.id) & _LIVE))
     .where(accounts.c.id == bindparam("account_id"))
 )
+_BUCKET_COLUMNS = len(buckets.c)
 _SAVE = (
     update(buckets)
     .where(buckets.c.id == bindparam("b_id"))
@@ -72,17 +74,16 @@ class BucketRepository:
     def sums_and_live(self, account_id: str) -> tuple[Sums, list[Bucket]] | None:
         """The account's cached sums and its live buckets, read by one statement; None when
         the account does not exist."""
-        rows = self._conn.execute(_SUMS_AND_LIVE, {"account_id": account_id}).all()
+        # The hottest read: run on the driver connection (the statement compiled once per
+        # dialect), which skips SQLAlchemy's per-row result processing, about half its cost.
+        driver: Any = self._conn.connection.driver_connection
+        sql, params = _raw_sql(self._conn.dialect)
+        rows = driver.execute(sql, {**params, "account_id": account_id}).fetchall()
         if not rows:
             return None
-        first = rows[0]._mapping
-        sums = Sums(
-            first["a_balance"],
-            first["a_held"],
-            opt_from_micros(first["a_sweep_due_at"]),
-            parse_sources(first["a_frozen_sources"]),
-        )
-        return sums, [_bucket(r._mapping) for r in rows if r._mapping["id"] is not None]
+        first = rows[0]
+        sums = Sums(first[0], first[1], opt_from_micros(first[2]), parse_sources(first[3]))
+        return sums, [_bucket_from_tuple(row, 4) for row in rows if row[4] is not None]
 
     def by_ids(self, ids: Iterable[str]) -> list[Bucket]:
         """The named buckets that exist."""
@@ -167,6 +168,55 @@ def _row(b: Bucket) -> dict[str, Any]:
         "metadata": dump_map(b.metadata),
         "created_at": to_micros(b.created_at),
     }
+
+
+_RAW_SQL: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def _raw_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:
+    """_SUMS_AND_LIVE as the driver's SQL, in a named parameter style it understands, with
+    the values of its fixed parameters."""
+    found = _RAW_SQL.get(dialect.name)
+    if found is None:
+        target = sqlite_dialect(paramstyle="named") if dialect.name == "sqlite" else dialect
+        compiled = _SUMS_AND_LIVE.compile(dialect=target)
+        found = (str(compiled), dict(compiled.params))
+        _RAW_SQL[dialect.name] = found
+    return found
+
+
+def _bucket_from_tuple(row: Sequence[Any], at: int) -> Bucket:
+    """A bucket from a driver row holding the buckets columns, in table order, from `at`."""
+    (
+        bucket_id,
+        account_id,
+        source,
+        amount,
+        remaining,
+        held,
+        priority,
+        effective_at,
+        expires_at,
+        status,
+        description,
+        metadata,
+        created_at,
+    ) = row[at : at + _BUCKET_COLUMNS]
+    return Bucket(
+        id=bucket_id,
+        account_id=account_id,
+        source=GrantSource(source),
+        amount=amount,
+        remaining=remaining,
+        held=held,
+        priority=priority,
+        effective_at=from_micros(effective_at),
+        expires_at=opt_from_micros(expires_at),
+        status=GrantStatus(status),
+        description=description,
+        metadata=load_map(metadata),
+        created_at=from_micros(created_at),
+    )
 
 
 def _bucket(m: Any) -> Bucket:
