@@ -106,34 +106,19 @@ class SubscriptionRepository:
         )
         return None if row is None else _period(row)
 
-    def latest_period(self, subscription_id: str) -> AllowancePeriod | None:
-        """The newest granted allowance period of a subscription."""
-        row = (
-            self._conn.execute(
-                select(allowance_periods)
-                .where(allowance_periods.c.subscription_id == subscription_id)
-                .order_by(allowance_periods.c.period_start.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
-        )
-        return None if row is None else _period(row)
-
-    def latest_period_in(
-        self, subscription_id: str, billing_period_start: datetime
+    def latest_period(
+        self, subscription_id: str, *, billing_period_start: datetime | None = None
     ) -> AllowancePeriod | None:
-        """The newest allowance period of one billing period."""
-        row = (
-            self._conn.execute(
-                select(allowance_periods)
-                .where(
-                    allowance_periods.c.subscription_id == subscription_id,
-                    allowance_periods.c.billing_period_start == to_micros(billing_period_start),
-                )
-                .order_by(allowance_periods.c.period_start.desc())
-                .limit(1)
+        """The newest allowance period of a subscription, or of one of its billing periods."""
+        query = select(allowance_periods).where(
+            allowance_periods.c.subscription_id == subscription_id
+        )
+        if billing_period_start is not None:
+            query = query.where(
+                allowance_periods.c.billing_period_start == to_micros(billing_period_start)
             )
+        row = (
+            self._conn.execute(query.order_by(allowance_periods.c.period_start.desc()).limit(1))
             .mappings()
             .first()
         )

@@ -267,7 +267,7 @@ def raise_for_upgrade(
     and let that allowance's credits follow the richer plan's renewal policy."""
     if billing_start is None or subscription.ended_at is not None:
         return ()
-    current = tx.subscriptions.latest_period_in(subscription.id, billing_start)
+    current = tx.subscriptions.latest_period(subscription.id, billing_period_start=billing_start)
     richest = plan_for_period(tx, subscription, billing_start)
     if current is None or richest is None or richest.monthly_credits <= current.credits:
         return ()
