@@ -17,6 +17,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import accounts
+from billing_service.db.write_behind import Writes
 from billing_service.domain.model import Account, BillingMode, GrantSource
 
 # An arbitrary, fixed key for the advisory lock that orders parent changes.
@@ -86,8 +87,9 @@ class Sums(NamedTuple):
 class AccountRepository:
     """Reads and writes rows of the accounts table."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, writes: Writes | None = None) -> None:
         self._conn = connection
+        self._writes = writes or Writes(connection)
 
     def lock_hierarchy(self) -> None:
         """Hold the right to change parent links until the transaction ends.
@@ -153,13 +155,7 @@ class AccountRepository:
     def lock_many(self, account_ids: list[str]) -> dict[str, LockedAccount]:
         """Read the accounts that exist among account_ids, locking them in id order."""
         rows = self._conn.execute(_LOCK_MANY, {"account_ids": sorted(set(account_ids))})
-        locked = {}
-        for row in rows:
-            m = row._mapping
-            locked[m["id"]] = LockedAccount(
-                _account(m), m["balance"], m["held"], m["sweep_due_at"], m["frozen_sources"]
-            )
-        return locked
+        return {row.id: locked_account(row._mapping) for row in rows}
 
     def add(self, account: Account) -> None:
         """Insert a new account with a zero balance."""
@@ -175,7 +171,7 @@ class AccountRepository:
         self, account_id: str, *, balance: int, held: int, sweep_due_at: datetime | None
     ) -> None:
         """Write the cached balance and held sums and the next time-driven change."""
-        self._conn.execute(
+        self._writes.execute(
             _SAVE_SUMS,
             {
                 "account_id": account_id,
@@ -188,7 +184,7 @@ class AccountRepository:
     def save_sums_many(self, sums: list[tuple[str, int, int, datetime | None]]) -> None:
         """save_sums for several accounts, as one batch: (id, balance, held, sweep_due_at)."""
         if sums:
-            self._conn.execute(
+            self._writes.execute(
                 _SAVE_SUMS,
                 [
                     {
@@ -237,6 +233,13 @@ def _row(account: Account) -> dict[str, Any]:
         "created_at": to_micros(account.created_at),
         "updated_at": to_micros(account.updated_at),
     }
+
+
+def locked_account(m: Any) -> LockedAccount:
+    """A LockedAccount from a mapping of an accounts row."""
+    return LockedAccount(
+        _account(m), m["balance"], m["held"], m["sweep_due_at"], m["frozen_sources"]
+    )
 
 
 def _account(m: Any) -> Account:

@@ -18,6 +18,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import accounts, buckets
+from billing_service.db.write_behind import Writes
 from billing_service.domain.model import Bucket, GrantSource, GrantStatus
 
 # Must match the predicate of ix_buckets_live so both databases use that index.
@@ -41,6 +42,12 @@ _SUMS_AND_LIVE = (
     .where(accounts.c.id == bindparam("account_id"))
 )
 _BUCKET_COLUMNS = len(buckets.c)
+_ADD = insert(buckets)
+_SAVE_EXPIRY = (
+    update(buckets)
+    .where(buckets.c.id == bindparam("b_id"))
+    .values(expires_at=bindparam("b_expires_at"))
+)
 _SAVE = (
     update(buckets)
     .where(buckets.c.id == bindparam("b_id"))
@@ -55,8 +62,9 @@ _SAVE = (
 class BucketRepository:
     """Reads and writes rows of the buckets table."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, writes: Writes | None = None) -> None:
         self._conn = connection
+        self._writes = writes or Writes(connection)
 
     def live(self, account_id: str) -> list[Bucket]:
         """The account's buckets that hold credits or are still to take effect."""
@@ -101,13 +109,13 @@ class BucketRepository:
     def add(self, new: Sequence[Bucket]) -> None:
         """Insert new buckets."""
         if new:
-            self._conn.execute(insert(buckets), [_row(b) for b in new])
+            self._writes.execute(_ADD, [_row(b) for b in new])
 
     def save(self, changed: Sequence[Bucket]) -> None:
         """Write the mutable fields of changed buckets."""
         if not changed:
             return
-        self._conn.execute(
+        self._writes.execute(
             _SAVE,
             [
                 {
@@ -122,11 +130,10 @@ class BucketRepository:
 
     def save_expiries(self, changed: Sequence[Bucket]) -> None:
         """Write the expiry of buckets whose expiry changed (rare: not on the hot path)."""
-        for bucket in changed:
-            self._conn.execute(
-                update(buckets)
-                .where(buckets.c.id == bucket.id)
-                .values(expires_at=opt_to_micros(bucket.expires_at))
+        if changed:
+            self._writes.execute(
+                _SAVE_EXPIRY,
+                [{"b_id": b.id, "b_expires_at": opt_to_micros(b.expires_at)} for b in changed],
             )
 
     def page(
@@ -217,6 +224,11 @@ def _bucket_from_tuple(row: Sequence[Any], at: int) -> Bucket:
         metadata=load_map(metadata),
         created_at=from_micros(created_at),
     )
+
+
+def bucket_from_row(m: Any) -> Bucket:
+    """A Bucket from a mapping of a buckets row."""
+    return _bucket(m)
 
 
 def _bucket(m: Any) -> Bucket:

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, bindparam, insert, select
 
 from billing_service.db.codec import to_micros
 from billing_service.db.tables import idempotency_records
+from billing_service.db.write_behind import Writes
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ _ADD = insert(idempotency_records)
 class IdempotencyRepository:
     """Reads and writes rows of the idempotency_records table."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, writes: Writes | None = None) -> None:
         self._conn = connection
+        self._writes = writes or Writes(connection)
 
     def get(self, key: str) -> IdempotencyRecord | None:
         """The record for key, or None."""
@@ -54,7 +56,7 @@ class IdempotencyRepository:
     def add_many(self, records: list[tuple[str, IdempotencyRecord]], now: datetime) -> None:
         """Insert several records; a concurrent twin of any makes this raise IntegrityError."""
         if records:
-            self._conn.execute(
+            self._writes.execute(
                 _ADD,
                 [
                     {

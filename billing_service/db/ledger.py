@@ -20,6 +20,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import ledger_entries
+from billing_service.db.write_behind import Writes
 from billing_service.domain.model import EntryKind, LedgerEntry
 from billing_service.domain.pricing import UsageLine
 
@@ -29,13 +30,14 @@ _APPEND = insert(ledger_entries)
 class LedgerRepository:
     """Appends and reads ledger entries."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, writes: Writes | None = None) -> None:
         self._conn = connection
+        self._writes = writes or Writes(connection)
 
     def append(self, entries: Sequence[LedgerEntry]) -> None:
         """Append entries in the order given (their seq keeps that order)."""
         if entries:
-            self._conn.execute(_APPEND, [_row(e) for e in entries])
+            self._writes.execute(_APPEND, [_row(e) for e in entries])
 
     def get(self, entry_id: str) -> LedgerEntry | None:
         """One entry, or None."""

@@ -20,6 +20,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import reservations
+from billing_service.db.write_behind import Writes
 from billing_service.domain.model import Reservation, ReservationStatus
 from billing_service.domain.pricing import HoldPricing, OverrunPolicy
 
@@ -46,8 +47,9 @@ _SAVE = (
 class ReservationRepository:
     """Reads and writes rows of the reservations table."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, writes: Writes | None = None) -> None:
         self._conn = connection
+        self._writes = writes or Writes(connection)
 
     def get(self, reservation_id: str) -> Reservation | None:
         """One hold, or None."""
@@ -61,11 +63,11 @@ class ReservationRepository:
 
     def add(self, reservation: Reservation) -> None:
         """Insert a new hold."""
-        self._conn.execute(_ADD, _row(reservation))
+        self._writes.execute(_ADD, _row(reservation))
 
     def save(self, reservation: Reservation) -> None:
         """Write a hold's resolution."""
-        self._conn.execute(
+        self._writes.execute(
             _SAVE,
             {
                 "r_id": reservation.id,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from billing_service.db.accounts import LockedAccount
+from billing_service.db.flush_reads import FlushReads
 from billing_service.domain.book import AccountBook
 from billing_service.domain.errors import NotFound
 from billing_service.domain.model import Bucket, Reservation, ReservationStatus
@@ -42,13 +43,12 @@ def open_book(tx: Tx, account_id: str, now: datetime) -> OpenBook:
     return _opened(tx, locked, tx.buckets.live(account_id), now)
 
 
-def open_books(tx: Tx, account_ids: list[str], now: datetime) -> dict[str, OpenBook]:
-    """open_book for several accounts with one lock statement (in id order) and one read of
-    their buckets; accounts that do not exist are left out."""
-    locked = tx.accounts.lock_many(account_ids)
-    live = tx.buckets.live_many(list(locked))
+def open_books(tx: Tx, read: FlushReads, now: datetime) -> dict[str, OpenBook]:
+    """open_book for the accounts a flush locked and read (flush_reads); accounts that do
+    not exist are left out."""
     return {
-        account_id: _opened(tx, locked[account_id], live[account_id], now) for account_id in locked
+        account_id: _opened(tx, locked, read.live[account_id], now)
+        for account_id, locked in read.locked.items()
     }
 
 

@@ -6,8 +6,10 @@ flight, so an account does too. Calls that arrive meanwhile queue behind it, and
 them leads the next flush, taking up to MAX_BATCH queued calls into one transaction: one lock
 statement for all their accounts (in id order, so flushes of different lanes or processes
 cannot deadlock), one read of the idempotency keys, one of the buckets, batched writes, one
-COMMIT. One lane (the default) makes the biggest batches, which measured fastest; more lanes
-let one flush's Python work overlap another's wait for the database, for bigger machines.
+COMMIT. On PostgreSQL that is two round trips: the lock and the reads go in one pipeline
+(db/flush_reads), every write and the COMMIT in another (db/write_behind). One lane (the
+default) makes the biggest batches, which measured fastest; more lanes let one flush's Python
+work overlap another's wait for the database, for bigger machines.
 
 Invariants (each is a test in tests/integration):
 - Every call in a batch gets the outcome it would get if the batch's calls ran one after
@@ -31,6 +33,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from billing_service.db import dataclass_json as codec
+from billing_service.db.flush_reads import lock_and_read
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
 from billing_service.domain.errors import (
@@ -152,9 +155,33 @@ def apply_batch(
     # A hold's account never changes, so it may be read before the accounts are locked.
     accounts_of_holds = tx.reservations.accounts_of(holds) if holds else {}
     account_of = {id(p): p.account_id or accounts_of_holds.get(p.reservation_id, "") for p in batch}
-    books = open_books(tx, [a for a in account_of.values() if a], now)
-    # Read under the account locks: a twin committed while this transaction waited is visible.
-    records = tx.idempotency.get_many([p.key for p in batch])
+    # The keys are read under the account locks: a twin committed while this transaction
+    # waited is visible.
+    read = lock_and_read(
+        tx.connection, [a for a in account_of.values() if a], [p.key for p in batch]
+    )
+    books = open_books(tx, read, now)
+    with tx.writes.holding():
+        results, new_records = _apply_all(
+            tx, batch, account_of=account_of, books=books, records=read.records, now=now
+        )
+        save_books(tx, list(books.values()))
+        tx.idempotency.add_many(new_records, now)
+        # Every write and the COMMIT in one round trip on PostgreSQL.
+        tx.writes.send(commit=True)
+    return results
+
+
+def _apply_all(
+    tx: Tx,
+    batch: list[PendingWrite[Any]],
+    *,
+    account_of: dict[int, str],
+    books: dict[str, OpenBook],
+    records: dict[str, IdempotencyRecord],
+    now: datetime,
+) -> tuple[list[Outcome[Any] | DomainError], list[tuple[str, IdempotencyRecord]]]:
+    """Each call's outcome or refusal, in order, and the new idempotency records."""
     results: list[Outcome[Any] | DomainError] = []
     fresh: dict[str, tuple[str, str, Any]] = {}
     new_records: list[tuple[str, IdempotencyRecord]] = []
@@ -193,6 +220,4 @@ def apply_batch(
         record = IdempotencyRecord(pending.operation, pending.fingerprint, codec.dumps(result))
         new_records.append((pending.key, record))
         results.append(Outcome(result, replayed=False))
-    save_books(tx, list(books.values()))
-    tx.idempotency.add_many(new_records, now)
-    return results
+    return results, new_records

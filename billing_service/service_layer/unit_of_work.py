@@ -26,6 +26,7 @@ from billing_service.db.price_books import PriceBookRepository
 from billing_service.db.reservations import ReservationRepository
 from billing_service.db.stripe_records import StripeRecordRepository
 from billing_service.db.subscriptions import SubscriptionRepository
+from billing_service.db.write_behind import Writes
 from billing_service.domain.errors import Unavailable
 
 T = TypeVar("T")
@@ -46,11 +47,13 @@ class Tx:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self.accounts = AccountRepository(connection)
-        self.buckets = BucketRepository(connection)
-        self.ledger = LedgerRepository(connection)
-        self.reservations = ReservationRepository(connection)
-        self.idempotency = IdempotencyRepository(connection)
+        # The hot writes (a flush's) go through this, which can hold them back (write_behind).
+        self.writes = Writes(connection)
+        self.accounts = AccountRepository(connection, self.writes)
+        self.buckets = BucketRepository(connection, self.writes)
+        self.ledger = LedgerRepository(connection, self.writes)
+        self.reservations = ReservationRepository(connection, self.writes)
+        self.idempotency = IdempotencyRepository(connection, self.writes)
         self.price_books = PriceBookRepository(connection)
 
     @cached_property

@@ -1,0 +1,113 @@
+"""Writes held back to the end of a flush (db/write_behind.py) and the flush's first reads
+(db/flush_reads.py), on both databases: the transaction reads what it wrote, writes keep their
+order, a failing transaction leaves nothing, and driver errors come out as SQLAlchemy's, so the
+retry and Unavailable handling of Database.write still applies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
+
+from billing_service.db.flush_reads import lock_and_read
+from billing_service.db.idempotency import IdempotencyRecord
+from billing_service.db.tables import idempotency_records
+from billing_service.domain.errors import Unavailable
+from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.unit_of_work import Database, Tx
+from tests.integration.test_group_commit import c, open_account
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(n: int) -> tuple[str, IdempotencyRecord]:
+    return f"key-{n}", IdempotencyRecord("SpendCredits", f"fp-{n}", "{}")
+
+
+def stored_keys(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(idempotency_records.c.key)).scalars())
+
+
+def test_held_writes_are_sent_in_order_with_the_commit(engine: Engine) -> None:
+    def work(tx: Tx) -> None:
+        with tx.writes.holding():
+            tx.idempotency.add_many([record(1), record(2)], NOW)
+            tx.idempotency.add(*record(3), NOW)
+            tx.writes.send(commit=True)
+
+    Database(engine).write(work)
+    assert sorted(stored_keys(engine)) == ["key-1", "key-2", "key-3"]
+
+
+def test_a_read_while_writes_are_held_sees_them(engine: Engine) -> None:
+    def work(tx: Tx) -> list[str]:
+        with tx.writes.holding():
+            tx.idempotency.add_many([record(1)], NOW)
+            seen = sorted(tx.idempotency.get_many(["key-1", "key-2"]))
+            tx.writes.send(commit=True)
+        return seen
+
+    assert Database(engine).write(work) == ["key-1"]
+
+
+def test_a_failing_transaction_leaves_none_of_its_held_writes(engine: Engine) -> None:
+    def work(tx: Tx) -> None:
+        with tx.writes.holding():
+            tx.idempotency.add_many([record(1)], NOW)
+            raise RuntimeError("the flush failed before sending")
+
+    with pytest.raises(RuntimeError):
+        Database(engine).write(work)
+    assert stored_keys(engine) == []
+
+
+def test_a_duplicate_key_in_held_writes_is_an_integrity_error(engine: Engine) -> None:
+    Database(engine).write(lambda tx: tx.idempotency.add(*record(1), NOW))
+
+    def work(tx: Tx) -> None:
+        with tx.writes.holding():
+            tx.idempotency.add_many([record(2), record(1)], NOW)
+            tx.writes.send(commit=True)
+
+    # Database.write retries a unique-key race, as for any statement; this one never passes.
+    with pytest.raises(IntegrityError):
+        Database(engine).write(work)
+    assert stored_keys(engine) == ["key-1"]  # nothing of the failed batch stayed
+
+
+def test_flush_reads_lock_existing_accounts_and_read_their_buckets_and_keys(
+    ctx: AppContext, engine: Engine
+) -> None:
+    open_account(ctx, "acct-a", "5")
+    open_account(ctx, "acct-b", "7")
+    Database(engine).write(lambda tx: tx.idempotency.add(*record(1), NOW))
+    with engine.begin() as conn:
+        read = lock_and_read(conn, ["acct-b", "missing", "acct-a", "acct-b"], ["key-1", "key-9"])
+    assert sorted(read.locked) == ["acct-a", "acct-b"]
+    assert {a: sum(b.remaining for b in bs) for a, bs in read.live.items()} == {
+        "acct-a": c("5"),
+        "acct-b": c("7"),
+    }
+    assert sorted(read.records) == ["key-1"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_connection_lost_while_sending_is_unavailable(engine: Engine) -> None:
+    def work(tx: Tx) -> None:
+        pid = tx.connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as killer:
+            killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with tx.writes.holding():
+            tx.idempotency.add_many([record(1)], NOW)
+            tx.writes.send(commit=True)
+
+    with pytest.raises(Unavailable):
+        Database(engine).write(work)
+    assert stored_keys(engine) == []
+    # The pool threw the dead connection away: the next transaction works.
+    Database(engine).write(lambda tx: tx.idempotency.add(*record(2), NOW))
+    assert stored_keys(engine) == ["key-2"]
