@@ -17,7 +17,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import accounts
-from billing_service.db.write_behind import Writes
+from billing_service.db.write_behind import Writes, keyed_update
 from billing_service.domain.model import Account, BillingMode, GrantSource
 
 # An arbitrary, fixed key for the advisory lock that orders parent changes.
@@ -53,14 +53,10 @@ _LOCK_MANY = (
     .order_by(accounts.c.id)
     .with_for_update()
 )
-_SAVE_SUMS = (
-    update(accounts)
-    .where(accounts.c.id == bindparam("account_id"))
-    .values(
-        balance=bindparam("balance"),
-        held=bindparam("held"),
-        sweep_due_at=bindparam("sweep_due_at"),
-    )
+_SAVE_SUMS = keyed_update(
+    accounts,
+    ("id", "account_id"),
+    {"balance": "balance", "held": "held", "sweep_due_at": "sweep_due_at"},
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Dialect, bindparam, or_, select, tuple_
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from billing_service.db.accounts import Sums, parse_sources
@@ -18,7 +18,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import accounts, buckets
-from billing_service.db.write_behind import Writes
+from billing_service.db.write_behind import Writes, keyed_update, table_insert
 from billing_service.domain.model import Bucket, GrantSource, GrantStatus
 
 # Must match the predicate of ix_buckets_live so both databases use that index.
@@ -42,20 +42,12 @@ _SUMS_AND_LIVE = (
     .where(accounts.c.id == bindparam("account_id"))
 )
 _BUCKET_COLUMNS = len(buckets.c)
-_ADD = insert(buckets)
-_SAVE_EXPIRY = (
-    update(buckets)
-    .where(buckets.c.id == bindparam("b_id"))
-    .values(expires_at=bindparam("b_expires_at"))
-)
-_SAVE = (
-    update(buckets)
-    .where(buckets.c.id == bindparam("b_id"))
-    .values(
-        remaining=bindparam("b_remaining"),
-        held=bindparam("b_held"),
-        status=bindparam("b_status"),
-    )
+_ADD = table_insert(buckets)
+_SAVE_EXPIRY = keyed_update(buckets, ("id", "b_id"), {"expires_at": "b_expires_at"})
+_SAVE = keyed_update(
+    buckets,
+    ("id", "b_id"),
+    {"remaining": "b_remaining", "held": "b_held", "status": "b_status"},
 )
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, select
 
 from billing_service.db.codec import to_micros
 from billing_service.db.tables import idempotency_records
-from billing_service.db.write_behind import Writes
+from billing_service.db.write_behind import Writes, table_insert
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ _GET = select(
     idempotency_records.c.fingerprint,
     idempotency_records.c.response,
 ).where(idempotency_records.c.key == bindparam("key"))
-_ADD = insert(idempotency_records)
+_ADD = table_insert(idempotency_records)
 
 
 class IdempotencyRepository:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, select
 
 from billing_service.db import dataclass_json
 from billing_service.db.codec import (
@@ -20,11 +20,11 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import ledger_entries
-from billing_service.db.write_behind import Writes
+from billing_service.db.write_behind import Writes, table_insert
 from billing_service.domain.model import EntryKind, LedgerEntry
 from billing_service.domain.pricing import UsageLine
 
-_APPEND = insert(ledger_entries)
+_APPEND = table_insert(ledger_entries)
 
 
 class LedgerRepository:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_
 
 from billing_service.db import dataclass_json
 from billing_service.db.codec import (
@@ -20,7 +20,7 @@ from billing_service.db.codec import (
     to_micros,
 )
 from billing_service.db.tables import reservations
-from billing_service.db.write_behind import Writes
+from billing_service.db.write_behind import Writes, keyed_update, table_insert
 from billing_service.domain.model import Reservation, ReservationStatus
 from billing_service.domain.pricing import HoldPricing, OverrunPolicy
 
@@ -28,19 +28,19 @@ _ACTIVE = ReservationStatus.ACTIVE.value
 
 
 _GET = select(reservations).where(reservations.c.id == bindparam("reservation_id"))
-_ADD = insert(reservations)
+_ADD = table_insert(reservations)
 _ACCOUNTS_OF = select(reservations.c.id, reservations.c.account_id).where(
     reservations.c.id.in_(bindparam("ids", expanding=True))
 )
-_SAVE = (
-    update(reservations)
-    .where(reservations.c.id == bindparam("r_id"))
-    .values(
-        status=bindparam("r_status"),
-        committed_amount=bindparam("r_committed"),
-        resolved_at=bindparam("r_resolved"),
-        ledger_entry_id=bindparam("r_entry"),
-    )
+_SAVE = keyed_update(
+    reservations,
+    ("id", "r_id"),
+    {
+        "status": "r_status",
+        "committed_amount": "r_committed",
+        "resolved_at": "r_resolved",
+        "ledger_entry_id": "r_entry",
+    },
 )
 
 

@@ -3,32 +3,122 @@
 Group commit's flush writes to five tables for a whole batch of calls. Sent one statement at
 a time through SQLAlchemy, that is one round trip each, and each return from the network has
 to win the GIL back from every request thread. Held back instead, they go in one PostgreSQL
-pipeline together with the COMMIT: one round trip for all of them. On SQLite (no network)
-they are executemany calls on the driver connection, which skips SQLAlchemy's per-statement
-Python.
+pipeline together with the COMMIT: one round trip for all of them. On PostgreSQL each group
+of rows is also one statement over arrays (INSERT ... SELECT FROM unnest, UPDATE ... FROM
+unnest) rather than a statement per row, which is where the driver spent its Python. On
+SQLite (no network) they are executemany calls on the driver connection, which skips
+SQLAlchemy's per-statement Python.
 
 Invariant: the transaction reads what it wrote. Any statement executed through SQLAlchemy
-on the connection while writes are held sends them first (a before_execute hook), so a read
-never misses a held write and the order of writes is the order they were asked for.
+on the connection while writes are held sends them first (a before_execute hook on the
+engine, installed once), so a read never misses a held write and the order of writes is the
+order they were asked for.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, event
+from sqlalchemy import Connection, Dialect, Engine, Table, bindparam, event, insert, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import Compiled
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.dml import Insert, Update, UpdateBase
 
 Row = Mapping[str, Any]
 
 # Statements compiled to the driver's SQL, by (dialect, statement, column keys): built once.
 # Only module-level statements are held, so this stays small.
 _COMPILED: dict[tuple[str, UpdateBase, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
+
+
+@dataclass(frozen=True)
+class _KeyedUpdate:
+    table: Table
+    key_column: str
+    key_param: str
+    values: dict[str, str]  # column -> parameter
+
+
+# The statements with an array form for PostgreSQL, and those forms once built.
+_KEYED: dict[UpdateBase, _KeyedUpdate] = {}
+_INSERTS: dict[UpdateBase, Table] = {}
+_ARRAYS: dict[tuple[UpdateBase, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+
+
+def table_insert(table: Table) -> Insert:
+    """INSERT INTO table, with the columns the rows give, as a statement that write-behind
+    can also send for many rows at once."""
+    statement = insert(table)
+    _INSERTS[statement] = table
+    return statement
+
+
+def keyed_update(table: Table, key: tuple[str, str], values: Mapping[str, str]) -> Update:
+    """UPDATE table SET column = :param ... WHERE key column = :key param, as a statement
+    that write-behind can also send for many rows at once.
+
+    key is (column, parameter); values maps each column set to its parameter.
+    """
+    column, param = key
+    statement = (
+        update(table)
+        .where(table.c[column] == bindparam(param))
+        .values({name: bindparam(p) for name, p in values.items()})
+    )
+    _KEYED[statement] = _KeyedUpdate(table, column, param, dict(values))
+    return statement
+
+
+# The arrays go in binary (the %(name)b placeholders): psycopg's text form escapes every
+# element with a regular expression, which cost more than the executemany it replaces.
+def _array_type(table: Table, column: str) -> str:
+    kind = type(table.c[column].type).__name__.upper()
+    return {"BIGINTEGER": "bigint", "INTEGER": "integer", "SMALLINTEGER": "smallint"}.get(
+        kind, "boolean" if kind == "BOOLEAN" else "text"
+    )
+
+
+def _array_sql(statement: UpdateBase, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """The statement for many rows at once, over one array per parameter, and the
+    parameters in order; None when it has no array form."""
+    cache_key = (statement, keys)
+    found = _ARRAYS.get(cache_key)
+    if found is not None:
+        return found
+    keyed = _KEYED.get(statement)
+    if keyed is not None:
+        table, params = keyed.table, (keyed.key_param, *keyed.values.values())
+        columns = (keyed.key_column, *keyed.values)
+        arrays = ", ".join(
+            f"%({p})b::{_array_type(table, c)}[]" for p, c in zip(params, columns, strict=True)
+        )
+        sets = ", ".join(f'"{c}" = v."{c}"' for c in keyed.values)
+        names = ", ".join(f'"{c}"' for c in columns)
+        sql = (
+            f'UPDATE "{table.name}" SET {sets} FROM unnest({arrays}) AS v({names}) '  # noqa: S608 - names from the table's metadata
+            f'WHERE "{table.name}"."{keyed.key_column}" = v."{keyed.key_column}"'
+        )
+        found = (sql, params)
+    elif statement in _INSERTS:
+        table = _INSERTS[statement]
+        arrays = ", ".join(f"%({k})b::{_array_type(table, k)}[]" for k in keys)
+        names = ", ".join(f'"{k}"' for k in keys)
+        picked = ", ".join(f'v."{k}"' for k in keys)
+        # WITH ORDINALITY ... ORDER BY: rows go in (and take sequence numbers) in list order.
+        sql = (
+            f'INSERT INTO "{table.name}" ({names}) SELECT {picked} FROM unnest({arrays}) '  # noqa: S608 - names from the table's metadata
+            f"WITH ORDINALITY AS v({names}, ordinal) ORDER BY v.ordinal"
+        )
+        found = (sql, keys)
+    else:
+        return None
+    _ARRAYS[cache_key] = found
+    return found
 
 
 def driver_sql(
@@ -97,12 +187,14 @@ class Writes:
         The block must end with send(): what is still held when it ends is dropped (the
         transaction is failing: its exception is on its way out).
         """
+        _hook(self._conn.engine)
         self._held = []
-        event.listen(self._conn, "before_execute", self._before_execute)
+        info = self._conn.info  # kept: a lost connection refuses .info until rolled back
+        info[_HOLDING] = self
         try:
             yield
         finally:
-            event.remove(self._conn, "before_execute", self._before_execute)
+            info.pop(_HOLDING, None)
             self._held = None
 
     def send(self, *, commit: bool = False) -> None:
@@ -136,7 +228,18 @@ class Writes:
             return
         with driver.pipeline(), driver.cursor() as cursor:
             for statement, rows in held:
-                sql, fixed = driver_sql(dialect, statement, list(rows[0]))
+                keys = tuple(rows[0])
+                arrays = _array_sql(statement, keys) if len(rows) > 1 else None
+                keyed = _KEYED.get(statement)
+                if arrays is not None and (
+                    keyed is None or len({row[keyed.key_param] for row in rows}) == len(rows)
+                ):
+                    # One statement for all the rows (an UPDATE's keys are distinct: a key
+                    # given twice would update its row only once).
+                    sql, params = arrays
+                    cursor.execute(sql, {p: [row[p] for row in rows] for p in params})
+                    continue
+                sql, fixed = driver_sql(dialect, statement, list(keys))
                 cursor.executemany(sql, [{**fixed, **row} for row in rows] if fixed else rows)
             if commit:
                 # psycopg sends COMMIT and a Sync: the writes and the commit are one round
@@ -144,6 +247,21 @@ class Writes:
                 # does nothing.
                 driver.commit()
 
-    def _before_execute(self, *_args: Any, **_kwargs: Any) -> None:
-        if self._held:
-            self.send()
+
+# Per-connection info key of the Writes holding writes on it.
+_HOLDING = "creditline.held_writes"
+_HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _hook(engine: Engine) -> None:
+    """Install the before_execute hook on the engine once (listening per transaction costs
+    more than the flush it serves)."""
+    if engine not in _HOOKED:
+        event.listen(engine, "before_execute", _send_held_first)
+        _HOOKED.add(engine)
+
+
+def _send_held_first(conn: Connection, *_args: Any, **_kwargs: Any) -> None:
+    holder = conn.info.get(_HOLDING)
+    if holder is not None and holder._held:
+        holder.send()

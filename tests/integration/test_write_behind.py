@@ -111,3 +111,48 @@ def test_a_connection_lost_while_sending_is_unavailable(engine: Engine) -> None:
     # The pool threw the dead connection away: the next transaction works.
     Database(engine).write(lambda tx: tx.idempotency.add(*record(2), NOW))
     assert stored_keys(engine) == ["key-2"]
+
+
+def test_held_updates_apply_per_row_and_a_row_given_twice_keeps_the_last(
+    ctx: AppContext, engine: Engine
+) -> None:
+    for name in ("acct-a", "acct-b", "acct-c"):
+        open_account(ctx, name, "1")
+
+    def work(tx: Tx) -> None:
+        with tx.writes.holding():
+            # Distinct keys: one statement over arrays on PostgreSQL.
+            tx.accounts.save_sums_many([("acct-a", 11, 1, None), ("acct-b", 22, 2, NOW)])
+            tx.writes.send()
+            # acct-c twice in one group: must not collapse into one arbitrary update.
+            tx.accounts.save_sums_many(
+                [("acct-c", 31, 0, None), ("acct-b", 23, 2, NOW), ("acct-c", 33, 3, None)]
+            )
+            tx.writes.send(commit=True)
+
+    Database(engine).write(work)
+    with engine.connect() as conn:
+        sums = {
+            row.id: (row.balance, row.held, row.sweep_due_at)
+            for row in conn.execute(text("SELECT id, balance, held, sweep_due_at FROM accounts"))
+        }
+    assert sums == {
+        "acct-a": (11, 1, None),
+        "acct-b": (23, 2, 1_767_225_600_000_000),
+        "acct-c": (33, 3, None),
+    }
+
+
+def test_held_inserts_keep_their_order_and_text_as_given(engine: Engine) -> None:
+    odd = ['quote " comma , brace { } backslash \\', "", "ünïcödé"]
+    rows = [(f"key-{n}", IdempotencyRecord("SpendCredits", f"fp-{n}", odd[n])) for n in range(3)]
+
+    def work(tx: Tx) -> None:
+        with tx.writes.holding():
+            tx.idempotency.add_many(rows, NOW)
+            tx.writes.send(commit=True)
+
+    Database(engine).write(work)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT key, response FROM idempotency_records")).all())
+    assert stored == {key: record.response for key, record in rows}
