@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ _ACTIVE = ReservationStatus.ACTIVE.value
 
 
 _GET = select(reservations).where(reservations.c.id == bindparam("reservation_id"))
+_GET_MANY = select(reservations).where(reservations.c.id.in_(bindparam("ids", expanding=True)))
 _ADD = table_insert(reservations)
 _ACCOUNTS_OF = select(reservations.c.id, reservations.c.account_id).where(
     reservations.c.id.in_(bindparam("ids", expanding=True))
@@ -50,11 +51,30 @@ class ReservationRepository:
     def __init__(self, connection: Connection, writes: Writes | None = None) -> None:
         self._conn = connection
         self._writes = writes or Writes(connection)
+        # Holds this transaction read under their account's lock or wrote, as they now stand.
+        self._known: dict[str, Reservation] = {}
+
+    def remember(self, holds: Iterable[Reservation]) -> None:
+        """Keep holds read under their accounts' locks, so get() need not read them again.
+
+        Only for holds whose account this transaction has locked: nobody else can change them
+        until it ends, and this repository sees every change it makes.
+        """
+        for hold in holds:
+            self._known[hold.id] = hold
 
     def get(self, reservation_id: str) -> Reservation | None:
         """One hold, or None."""
+        known = self._known.get(reservation_id)
+        if known is not None:
+            return known
         row = self._conn.execute(_GET, {"reservation_id": reservation_id}).first()
         return None if row is None else _reservation(row._mapping)
+
+    def get_many(self, reservation_ids: list[str]) -> dict[str, Reservation]:
+        """The named holds that exist, by id."""
+        rows = self._conn.execute(_GET_MANY, {"ids": sorted(set(reservation_ids))})
+        return {row.id: _reservation(row._mapping) for row in rows}
 
     def accounts_of(self, reservation_ids: list[str]) -> dict[str, str]:
         """The accounts the named holds belong to (a hold's account never changes)."""
@@ -64,6 +84,7 @@ class ReservationRepository:
     def add(self, reservation: Reservation) -> None:
         """Insert a new hold."""
         self._writes.execute(_ADD, _row(reservation))
+        self._known[reservation.id] = reservation
 
     def save(self, reservation: Reservation) -> None:
         """Write a hold's resolution."""
@@ -77,6 +98,8 @@ class ReservationRepository:
                 "r_entry": reservation.ledger_entry_id,
             },
         )
+        if reservation.id in self._known:
+            self._known[reservation.id] = reservation
 
     def expired_active(self, account_id: str, now: datetime) -> list[Reservation]:
         """The account's active holds whose expiry time has passed."""
@@ -141,6 +164,11 @@ def _row(r: Reservation) -> dict[str, Any]:
         "overrun_policy": r.overrun_policy.value,
         "pricing": dataclass_json.dumps(r.pricing) if r.pricing else None,
     }
+
+
+def reservation_from_row(m: Any) -> Reservation:
+    """A Reservation from a mapping of a reservations row."""
+    return _reservation(m)
 
 
 def _reservation(m: Any) -> Reservation:

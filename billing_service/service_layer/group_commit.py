@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from billing_service.db import dataclass_json as codec
-from billing_service.db.flush_reads import lock_and_read
+from billing_service.db.flush_reads import FlushReads, lock_and_read
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.clock import Clock
 from billing_service.domain.errors import (
@@ -151,15 +151,16 @@ def apply_batch(
 ) -> list[Outcome[Any] | DomainError]:
     """Run a batch of writes in one transaction; each one's outcome or refusal, in order."""
     now = clock.now()
-    holds = [p.reservation_id for p in batch if not p.account_id]
-    # A hold's account never changes, so it may be read before the accounts are locked.
-    accounts_of_holds = tx.reservations.accounts_of(holds) if holds else {}
-    account_of = {id(p): p.account_id or accounts_of_holds.get(p.reservation_id, "") for p in batch}
-    # The keys are read under the account locks: a twin committed while this transaction
-    # waited is visible.
+    # The holds and keys are read under the account locks: a twin committed while this
+    # transaction waited is visible, and so is whatever happened to the holds meanwhile.
     read = lock_and_read(
-        tx.connection, [a for a in account_of.values() if a], [p.key for p in batch]
+        tx.connection,
+        [p.account_id for p in batch if p.account_id],
+        [p.reservation_id for p in batch if not p.account_id],
+        [p.key for p in batch],
     )
+    tx.reservations.remember(read.holds.values())
+    account_of = {id(p): p.account_id or _owner(read, p.reservation_id) for p in batch}
     books = open_books(tx, read, now)
     with tx.writes.holding():
         results, new_records = _apply_all(
@@ -170,6 +171,11 @@ def apply_batch(
         # Every write and the COMMIT in one round trip on PostgreSQL.
         tx.writes.send(commit=True)
     return results
+
+
+def _owner(read: FlushReads, reservation_id: str) -> str:
+    hold = read.holds.get(reservation_id)
+    return hold.account_id if hold is not None else ""
 
 
 def _apply_all(

@@ -4,13 +4,16 @@ outcome it would have alone, in arrival order, and writes each account's ledger 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine
 
 from billing_service.domain.amounts import parse_amount
 from billing_service.domain.errors import (
+    FailedPrecondition,
     IdempotencyKeyReused,
     InsufficientCredits,
     NotFound,
@@ -178,3 +181,73 @@ def test_an_unreachable_database_fails_the_whole_batch_at_once(ctx: AppContext) 
     assert outcomes == ["unavailable"] * 8
     assert alone_calls == []  # nobody waited for the database once per call
     assert database.attempts <= 8
+
+
+class Capture:
+    """A committer that keeps what it is given instead of running it (to build a batch)."""
+
+    def __init__(self) -> None:
+        self.items: list[PendingWrite[object]] = []
+
+    def submit(self, _db: object, _clock: object, item: PendingWrite[object]) -> None:
+        self.items.append(item)
+
+
+def batched(ctx: AppContext, calls: list[Callable[[AppContext], object]]) -> list[PendingWrite]:
+    capture = Capture()
+    captured = replace(ctx, writes=capture)  # type: ignore[arg-type]
+    for call in calls:
+        call(captured)
+    return capture.items  # type: ignore[return-value]
+
+
+def test_holds_settled_twice_in_one_flush_are_settled_once(ctx: AppContext, engine: Engine) -> None:
+    open_account(ctx, "a", "10")
+    open_account(ctx, "b", "10")
+    holds = [
+        credits.reserve_credits(
+            ctx,
+            account_id=account_id,
+            amount=c("4"),
+            ttl=None,
+            feature="",
+            request_id="",
+            metadata={},
+            idempotency_key=f"hold-{account_id}",
+        ).result.reservation.id
+        for account_id in ("a", "b")
+    ]
+    batch = batched(
+        ctx,
+        [
+            lambda x: credits.commit_reservation(
+                x, reservation_id=holds[0], amount=c("3"), idempotency_key="commit-1"
+            ),
+            lambda x: credits.release_reservation(
+                x, reservation_id=holds[1], idempotency_key="release-1"
+            ),
+            # Other keys for the same holds, in the same flush: they must see the first
+            # settlements, not the holds as they were read at the start of the flush.
+            lambda x: credits.commit_reservation(
+                x, reservation_id=holds[0], amount=c("4"), idempotency_key="commit-2"
+            ),
+            lambda x: credits.commit_reservation(
+                x, reservation_id=holds[1], amount=c("1"), idempotency_key="commit-3"
+            ),
+            lambda x: credits.release_reservation(
+                x, reservation_id="rsv_missing", idempotency_key="release-2"
+            ),
+        ],
+    )
+    results = ctx.db.write(lambda tx: apply_batch(tx, ctx.clock, batch))
+
+    assert isinstance(results[0], Outcome)
+    assert isinstance(results[1], Outcome)
+    assert isinstance(results[2], FailedPrecondition)
+    assert results[2].reason == "RESERVATION_NOT_ACTIVE"
+    assert isinstance(results[3], FailedPrecondition)
+    assert isinstance(results[4], NotFound)
+    for account_id, balance in (("a", "7"), ("b", "10")):
+        view = queries.get_balance(ctx, account_id)
+        assert (view.balance, view.held) == (c(balance), 0)
+        assert ledger_sum(engine, account_id) == view.balance

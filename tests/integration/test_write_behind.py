@@ -15,6 +15,7 @@ from billing_service.db.flush_reads import lock_and_read
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.db.tables import idempotency_records
 from billing_service.domain.errors import Unavailable
+from billing_service.service_layer import credits
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.unit_of_work import Database, Tx
 from tests.integration.test_group_commit import c, open_account
@@ -78,19 +79,38 @@ def test_a_duplicate_key_in_held_writes_is_an_integrity_error(engine: Engine) ->
     assert stored_keys(engine) == ["key-1"]  # nothing of the failed batch stayed
 
 
-def test_flush_reads_lock_existing_accounts_and_read_their_buckets_and_keys(
+def test_flush_reads_lock_existing_accounts_and_those_of_holds_and_read_the_rest(
     ctx: AppContext, engine: Engine
 ) -> None:
     open_account(ctx, "acct-a", "5")
     open_account(ctx, "acct-b", "7")
+    open_account(ctx, "acct-c", "9")
+    hold = credits.reserve_credits(
+        ctx,
+        account_id="acct-c",
+        amount=c("2"),
+        ttl=None,
+        feature="",
+        request_id="",
+        metadata={},
+        idempotency_key="hold-c",
+    ).result.reservation
     Database(engine).write(lambda tx: tx.idempotency.add(*record(1), NOW))
     with engine.begin() as conn:
-        read = lock_and_read(conn, ["acct-b", "missing", "acct-a", "acct-b"], ["key-1", "key-9"])
-    assert sorted(read.locked) == ["acct-a", "acct-b"]
+        read = lock_and_read(
+            conn,
+            ["acct-b", "missing", "acct-a", "acct-b"],
+            [hold.id, "rsv_missing"],
+            ["key-1", "key-9"],
+        )
+    assert sorted(read.locked) == ["acct-a", "acct-b", "acct-c"]
     assert {a: sum(b.remaining for b in bs) for a, bs in read.live.items()} == {
         "acct-a": c("5"),
         "acct-b": c("7"),
+        "acct-c": c("9"),
     }
+    assert list(read.holds) == [hold.id]
+    assert read.holds[hold.id].amount == c("2")
     assert sorted(read.records) == ["key-1"]
 
 
