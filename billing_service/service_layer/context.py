@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from billing_service.domain.clock import Clock
+from billing_service.service_layer.balance_reads import BalanceReads
 from billing_service.service_layer.group_commit import GroupCommitter
 from billing_service.service_layer.ports import StripePort
 from billing_service.service_layer.price_book_cache import PriceBookCache
@@ -37,6 +38,7 @@ class AppContext:
     holds: HoldPolicy
     books: PriceBookCache = field(default_factory=PriceBookCache)
     writes: GroupCommitter = field(default_factory=GroupCommitter)
+    reads: BalanceReads = field(default_factory=BalanceReads)
     billing: BillingPolicy = field(default_factory=BillingPolicy)
     # None when no Stripe key is configured: the calls that need Stripe refuse.
     stripe: StripePort | None = None

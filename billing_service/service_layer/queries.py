@@ -35,18 +35,13 @@ def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
     check_id(account_id, "account_id")
     now = ctx.clock.now()
 
-    def read(tx: Tx) -> BalanceView | None:
-        found = tx.buckets.sums_and_live(account_id)
-        if found is None:
-            raise NotFound("ACCOUNT", "account_id", account_id)
-        sums, live = found
-        if sums.sweep_due_at is not None and sums.sweep_due_at <= now:
-            return None
+    # Read after `now` is taken: a change due by now is never missed below.
+    found = ctx.reads.sums_and_live(ctx.db, account_id)
+    if found is None:
+        raise NotFound("ACCOUNT", "account_id", account_id)
+    sums, live = found
+    if sums.sweep_due_at is None or sums.sweep_due_at > now:
         return _view(account_id, sums.balance, sums.held, live, now, sums.frozen_sources)
-
-    view = ctx.db.read_statement(read)
-    if view is not None:
-        return view
 
     def sweep_then_read(tx: Tx) -> BalanceView:
         opened = open_book(tx, account_id, now)
