@@ -23,7 +23,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Table, bindparam, event, insert, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Dialect,
+    Engine,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    update,
+)
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import Compiled
@@ -77,10 +91,21 @@ def keyed_update(table: Table, key: tuple[str, str], values: Mapping[str, str]) 
 # The arrays go in binary (the %(name)b placeholders): psycopg's text form escapes every
 # element with a regular expression, which cost more than the executemany it replaces.
 def _array_type(table: Table, column: str) -> str:
-    kind = type(table.c[column].type).__name__.upper()
-    return {"BIGINTEGER": "bigint", "INTEGER": "integer", "SMALLINTEGER": "smallint"}.get(
-        kind, "boolean" if kind == "BOOLEAN" else "text"
-    )
+    kind = table.c[column].type
+    for python_type, name in _ARRAY_TYPES:
+        if isinstance(kind, python_type):
+            return name
+    raise TypeError(f"{table.name}.{column}: no array form for {kind!r}")
+
+
+# Most specific first: BigInteger and SmallInteger are Integers.
+_ARRAY_TYPES: tuple[tuple[type, str], ...] = (
+    (BigInteger, "bigint"),
+    (SmallInteger, "smallint"),
+    (Integer, "integer"),
+    (Boolean, "boolean"),
+    (String, "text"),  # Text is a String
+)
 
 
 def _array_sql(statement: UpdateBase, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
