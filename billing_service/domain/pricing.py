@@ -396,6 +396,11 @@ def price_case(
     )
 
 
+# Each token class with its usage field and whether it is priced per million, in order;
+# only OUTPUT's quantity depends on the case (max_output_tokens).
+_CLASSES = tuple((tc, QUANTITY_FIELD[tc], tc in PER_MILLION) for tc in TokenClass)
+
+
 def _price_line(
     book: PriceBook,
     line: UsageLine,
@@ -418,17 +423,21 @@ def _price_line(
         _EXACT.add(1, book.markup), _EXACT.subtract(1, _EXACT.divide(discount, 100))
     )
     lines = []
-    for token_class in TokenClass:
-        quantity = line.quantity(token_class, case)
+    for token_class, quantity_field, per_million in _CLASSES:
+        quantity = (
+            line.quantity(token_class, case)
+            if token_class is TokenClass.OUTPUT
+            else getattr(line, quantity_field)
+        )
         if quantity == 0:
             continue
         unit_price = price.price_of(token_class)
         if unit_price is None:
             raise InvalidField(
-                f"{where}.{QUANTITY_FIELD[token_class]}",
+                f"{where}.{quantity_field}",
                 f"is not priced for {line.provider}/{line.model}",
             )
-        per_one = _EXACT.divide(unit_price, _MILLION) if token_class in PER_MILLION else unit_price
+        per_one = _EXACT.divide(unit_price, _MILLION) if per_million else unit_price
         usd = _EXACT.multiply(_EXACT.multiply(per_one, quantity), factor)
         micros = _EXACT.divide(_EXACT.multiply(usd, MICROS_PER_CREDIT), book.credit_usd)
         credits = int(micros.to_integral_value(rounding=decimal.ROUND_CEILING))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -71,6 +72,7 @@ _ENUM_TYPES = {
 }
 
 
+@functools.cache  # a handful of members, looked up on every response
 def _enum_number(prefix: str, member: StrEnum) -> int:
     return int(_ENUM_TYPES[prefix].Value(f"{prefix}_{member.value}"))
 
