@@ -30,29 +30,25 @@ _LIVE_OF = select(buckets).where(buckets.c.account_id == bindparam("account_id")
 _LIVE_OF_MANY = select(buckets).where(
     buckets.c.account_id.in_(bindparam("account_ids", expanding=True)), _LIVE
 )
+# An account's sums, then its live buckets' columns (none when it has no live bucket).
+_SUMS_THEN_BUCKETS = (
+    accounts.c.balance.label("a_balance"),
+    accounts.c.held.label("a_held"),
+    accounts.c.sweep_due_at.label("a_sweep_due_at"),
+    accounts.c.frozen_sources.label("a_frozen_sources"),
+    *buckets.c,
+)
+_WITH_LIVE = accounts.outerjoin(buckets, (buckets.c.account_id == accounts.c.id) & _LIVE)
 # An account's sums and live buckets in one statement (one snapshot, no transaction needed).
 _SUMS_AND_LIVE = (
-    select(
-        accounts.c.balance.label("a_balance"),
-        accounts.c.held.label("a_held"),
-        accounts.c.sweep_due_at.label("a_sweep_due_at"),
-        accounts.c.frozen_sources.label("a_frozen_sources"),
-        *buckets.c,
-    )
-    .select_from(accounts.outerjoin(buckets, (buckets.c.account_id == accounts.c.id) & _LIVE))
+    select(*_SUMS_THEN_BUCKETS)
+    .select_from(_WITH_LIVE)
     .where(accounts.c.id == bindparam("account_id"))
 )
 # The same for many accounts (PostgreSQL: an array of ids), each row led by its account id.
 _SUMS_AND_LIVE_MANY = (
-    select(
-        accounts.c.id.label("a_id"),
-        accounts.c.balance.label("a_balance"),
-        accounts.c.held.label("a_held"),
-        accounts.c.sweep_due_at.label("a_sweep_due_at"),
-        accounts.c.frozen_sources.label("a_frozen_sources"),
-        *buckets.c,
-    )
-    .select_from(accounts.outerjoin(buckets, (buckets.c.account_id == accounts.c.id) & _LIVE))
+    select(accounts.c.id.label("a_id"), *_SUMS_THEN_BUCKETS)
+    .select_from(_WITH_LIVE)
     .where(accounts.c.id == any_(bindparam("account_ids", type_=ARRAY(String))))
 )
 _BUCKET_COLUMNS = len(buckets.c)
