@@ -10,7 +10,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -30,32 +30,41 @@ def loads(cls: type[T], text: str) -> T:
     return value
 
 
-# Every stored answer and request fingerprint goes through to_plain: the cheap cases first,
-# and each dataclass's field names looked up once.
-_SCALARS = frozenset({str, int, bool, float, type(None)})
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+# Every stored answer and request fingerprint goes through to_plain, a few dozen values each:
+# how to convert a value is decided once per type and kept.
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {}
 
 
-def to_plain(value: Any) -> Any:  # noqa: PLR0911 - one branch per supported type
+def to_plain(value: Any) -> Any:
+    """A dataclass (and what it holds) as JSON-ready lists, dicts and scalars."""
     kind = type(value)
-    if kind in _SCALARS:
-        return value
-    names = _FIELD_NAMES.get(kind)
-    if names is None and dataclasses.is_dataclass(kind):
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
-    if names is not None:
-        return {name: to_plain(getattr(value, name)) for name in names}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [to_plain(v) for v in value]
+    convert = _CONVERTERS.get(kind)
+    if convert is None:
+        convert = _CONVERTERS[kind] = _converter_for(kind)
+    return convert(value)
+
+
+def _same(value: Any) -> Any:
     return value
+
+
+def _converter_for(kind: type) -> Callable[[Any], Any]:  # noqa: PLR0911 - one per type
+    if kind in (str, int, bool, float, type(None)):
+        return _same
+    if dataclasses.is_dataclass(kind):
+        names = tuple(f.name for f in dataclasses.fields(kind))
+        return lambda value: {name: to_plain(getattr(value, name)) for name in names}
+    if issubclass(kind, Enum):
+        return lambda value: value.value
+    if issubclass(kind, datetime):
+        return datetime.isoformat
+    if issubclass(kind, Decimal):
+        return str
+    if issubclass(kind, Mapping):
+        return lambda value: {k: to_plain(v) for k, v in value.items()}
+    if issubclass(kind, tuple | list):
+        return lambda value: [to_plain(v) for v in value]
+    return _same
 
 
 def _build(tp: Any, data: Any) -> Any:  # noqa: PLR0911 - one branch per supported type
