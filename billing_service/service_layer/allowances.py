@@ -75,15 +75,19 @@ def plan_for_period(
     return plan_or_none(tx, seen or subscription.stripe_plan_id)
 
 
+def is_allowance_of(bucket: Bucket, subscription_id: str) -> bool:
+    """Whether the bucket is one of the subscription's active allowance buckets (its own or
+    carried-over credits)."""
+    return (
+        bucket.source in ALLOWANCE_SOURCES
+        and bucket.status is GrantStatus.ACTIVE
+        and bucket.metadata.get(SUBSCRIPTION_KEY) == subscription_id
+    )
+
+
 def allowance_buckets(opened: OpenBook, subscription_id: str) -> list[Bucket]:
     """The subscription's active allowance buckets (its own and carried-over credits)."""
-    return [
-        b
-        for b in opened.book.buckets.values()
-        if b.source in ALLOWANCE_SOURCES
-        and b.status is GrantStatus.ACTIVE
-        and b.metadata.get(SUBSCRIPTION_KEY) == subscription_id
-    ]
+    return [b for b in opened.book.buckets.values() if is_allowance_of(b, subscription_id)]
 
 
 def pay_period(

@@ -18,10 +18,10 @@ from billing_service.domain.errors import (
     NotFound,
     stripe_not_configured,
 )
-from billing_service.domain.model import Account, BalanceView, GrantStatus
+from billing_service.domain.model import Account, BalanceView
 from billing_service.domain.subscriptions import AllowancePeriod, Subscription, SubscriptionStatus
 from billing_service.domain.validation import check_id, check_idempotency_key
-from billing_service.service_layer.allowances import ALLOWANCE_SOURCES, SUBSCRIPTION_KEY
+from billing_service.service_layer.allowances import is_allowance_of, plan_or_none
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.pagination import Page, decode_token, encode_token, page_size
 from billing_service.service_layer.ports import CheckoutSession, StripePort
@@ -144,19 +144,12 @@ def get_entitlements(ctx: AppContext, account_id: str) -> EntitlementsView:
             return None, None, None
         period = tx.subscriptions.latest_period(chosen.id)
         plan_id = (period.plan_id if period else "") or chosen.stripe_plan_id
-        item = tx.catalog.get(plan_id) if plan_id else None
-        return chosen, item if isinstance(item, Plan) else None, period
+        return chosen, plan_or_none(tx, plan_id), period
 
     subscription, plan, period = ctx.db.read(read)
     remaining = 0
     if subscription is not None:
-        remaining = sum(
-            b.remaining
-            for b in balance.buckets
-            if b.source in ALLOWANCE_SOURCES
-            and b.status is GrantStatus.ACTIVE
-            and b.metadata.get(SUBSCRIPTION_KEY) == subscription.id
-        )
+        remaining = sum(b.remaining for b in balance.buckets if is_allowance_of(b, subscription.id))
     return EntitlementsView(account_id, subscription, plan, period, remaining, balance)
 
 
