@@ -2,8 +2,10 @@
 catalog file into the database, sync it with Stripe, and record the Stripe ids it is sold at.
 
 Stripe is called outside any database transaction (a transaction never waits on the
-network). Push writes the file's items first, then pushes, then records the Stripe ids; if
-Stripe fails part-way, running the same push again finishes the job, since push is idempotent.
+network). Push checks the file against the database, pushes to Stripe, and only then writes
+the items with the Stripe ids they are sold at, in one transaction: the credits a purchase
+grants never change before the price that sells them does. If Stripe fails part-way the
+database is untouched, and running the same push again finishes the job (push is idempotent).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from pathlib import Path
 import stripe
 
 from billing_service.catalog import catalog_file
-from billing_service.db.catalog import CatalogRepository
 from billing_service.domain.catalog import CatalogItem
 from billing_service.domain.clock import Clock
 from billing_service.domain.errors import FailedPrecondition, stripe_not_configured
@@ -38,14 +39,15 @@ def push_catalog(
     if stripe_client is None:
         raise stripe_not_configured("catalog push")
     items = catalog_file.read(path or catalog_file.DEFAULT_PATH)
-    db.write(lambda tx: _upsert_all(tx, items, clock))
+    # Refuse a clashing lookup key before Stripe is touched; record() checks again.
+    db.read(lambda tx: _check_lookup_keys(tx, items))
     report = push(stripe_client, items, progress=progress)
 
     def record(tx: Tx) -> None:
-        repository = CatalogRepository(tx.connection)
+        _upsert_all(tx, items, clock)
         now = clock.now()
         for pushed in report.items:
-            repository.set_stripe_ids(
+            tx.catalog.set_stripe_ids(
                 pushed.item_id, product_id=pushed.product_id, price_id=pushed.price_id, now=now
             )
 
@@ -72,7 +74,7 @@ def seed_default_catalog(db: Database, clock: Clock) -> bool:
     items = catalog_file.read(catalog_file.DEFAULT_PATH)
 
     def seed(tx: Tx) -> bool:
-        if not CatalogRepository(tx.connection).is_empty():
+        if not tx.catalog.is_empty():
             return False
         _upsert_all(tx, items, clock)
         return True
@@ -81,11 +83,16 @@ def seed_default_catalog(db: Database, clock: Clock) -> bool:
 
 
 def _upsert_all(tx: Tx, items: list[CatalogItem], clock: Clock) -> None:
-    repository = CatalogRepository(tx.connection)
+    _check_lookup_keys(tx, items)
     now = clock.now()
     for item in items:
+        tx.catalog.upsert(item, now)
+
+
+def _check_lookup_keys(tx: Tx, items: list[CatalogItem]) -> None:
+    for item in items:
         # Lookup keys are unique in the table: name the clash instead of failing on the index.
-        holder = repository.by_stripe_price("", item.lookup_key)
+        holder = tx.catalog.by_stripe_price("", item.lookup_key)
         if holder is not None and holder.id != item.id:
             raise FailedPrecondition(
                 f"lookup key {item.lookup_key!r} of {item.id!r} already belongs to catalog item "
@@ -94,4 +101,3 @@ def _upsert_all(tx: Tx, items: list[CatalogItem], clock: Clock) -> None:
                 lookup_key=item.lookup_key,
                 item_id=holder.id,
             )
-        repository.upsert(item, now)

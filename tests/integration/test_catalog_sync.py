@@ -19,7 +19,7 @@ from billing_service.catalog.commands import pull_catalog, push_catalog, seed_de
 from billing_service.db.catalog import CatalogRepository
 from billing_service.db.tables import catalog_items
 from billing_service.domain.catalog import CatalogItem, CreditPackage, Plan
-from billing_service.domain.errors import FailedPrecondition
+from billing_service.domain.errors import FailedPrecondition, StripeUnavailable
 from billing_service.service_layer.context import AppContext
 from billing_service.stripe.catalog_sync import Change, pull, push
 from tests.fakes.fixtures import fake_stripe, stripe_client
@@ -384,3 +384,23 @@ def test_seed_loads_the_default_catalog_once(
     assert seed_default_catalog(ctx.db, ctx.clock) is False
     assert catalog_in_db(ctx) == pushed
     assert all(item.stripe_price_id for item in pushed.values())
+
+
+def test_a_push_that_stripe_fails_leaves_the_database_as_it_was(
+    ctx: AppContext,
+    stripe_client: stripe.StripeClient,
+    fake_stripe: FakeStripe,
+    tmp_path: Path,
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    before = catalog_in_db(ctx)
+    document = default_document()
+    entry(document, "pack_500")["credits"] = "1000"
+    entry(document, "pack_500")["unit_amount"] = 10000
+    fake_stripe.stop()
+
+    with pytest.raises(StripeUnavailable):
+        push_catalog(ctx.db, stripe_client, write_catalog(tmp_path, document), ctx.clock, quiet)
+
+    # Checkout still sells the old price, so a purchase must still grant the old credits.
+    assert catalog_in_db(ctx) == before
