@@ -220,9 +220,9 @@ def _tune_gc() -> None:
 def _supervise_workers(settings: Settings, stop: threading.Event) -> int:
     """Run settings.workers `serve` processes on one port (SO_REUSEPORT) until signalled.
 
-    The schema and price book are settled here first, so the workers do not race on them; one
-    worker runs the background jobs. A worker that dies takes the others down with it: a
-    half-sized fleet on a port that looks healthy is worse than a restart.
+    The schema, catalog and price book are settled here first, so the workers do not race on
+    them; one worker runs the background jobs. A worker that dies takes the others down with
+    it: a half-sized fleet on a port that looks healthy is worse than a restart.
     """
     host, _, port = settings.listen.rpartition(":")
     reservation = None
@@ -243,6 +243,7 @@ def _supervise_workers(settings: Settings, stop: threading.Event) -> int:
             "CREDITLINE_WORKERS": "1",
             "CREDITLINE_REUSE_PORT": "true",
             "CREDITLINE_SEED_DEFAULT_PRICE_BOOK": "false",
+            "CREDITLINE_SEED_DEFAULT_CATALOG": "false",
             "CREDITLINE_RUN_JOBS": str(settings.run_jobs and index == 0).lower(),
             "CREDITLINE_METRICS_LISTEN": _nth_port(settings.metrics_listen, index),
         }

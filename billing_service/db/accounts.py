@@ -141,12 +141,7 @@ class AccountRepository:
     def lock(self, account_id: str) -> LockedAccount | None:
         """Read the account and hold its row lock until the transaction ends."""
         row = self._conn.execute(_LOCK, {"account_id": account_id}).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return LockedAccount(
-            _account(m), m["balance"], m["held"], m["sweep_due_at"], m["frozen_sources"]
-        )
+        return None if row is None else locked_account(row._mapping)
 
     def lock_many(self, account_ids: list[str]) -> dict[str, LockedAccount]:
         """Read the accounts that exist among account_ids, locking them in id order."""

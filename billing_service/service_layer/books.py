@@ -72,7 +72,7 @@ def _opened(tx: Tx, locked: LockedAccount, buckets: list[Bucket], now: datetime)
     return OpenBook(locked, book, swept, expired)
 
 
-def save_book(tx: Tx, opened: OpenBook, *, new_hold_expiry: datetime | None = None) -> None:
+def save_book(tx: Tx, opened: OpenBook) -> None:
     """Write the book's changes: buckets, entries, expired holds and the account's sums."""
     book = opened.book
     tx.buckets.add(book.created_buckets())
@@ -86,7 +86,7 @@ def save_book(tx: Tx, opened: OpenBook, *, new_hold_expiry: datetime | None = No
         book.account_id,
         balance=book.balance,
         held=book.held,
-        sweep_due_at=_next_sweep(tx, opened, new_hold_expiry),
+        sweep_due_at=_next_sweep(tx, opened),
     )
 
 
@@ -100,14 +100,14 @@ def save_books(tx: Tx, books: list[OpenBook]) -> None:
         for hold in opened.expired_holds:
             tx.reservations.save(hold)
     tx.accounts.save_sums_many(
-        [(o.book.account_id, o.book.balance, o.book.held, _next_sweep(tx, o, None)) for o in books]
+        [(o.book.account_id, o.book.balance, o.book.held, _next_sweep(tx, o)) for o in books]
     )
 
 
-def _next_sweep(tx: Tx, opened: OpenBook, new_hold_expiry: datetime | None) -> datetime | None:
+def _next_sweep(tx: Tx, opened: OpenBook) -> datetime | None:
     """When the account next has a time-driven change (a grant or hold due), if ever."""
     book = opened.book
-    candidates = [book.next_event_at(), new_hold_expiry, opened.new_hold_expiry]
+    candidates = [book.next_event_at(), opened.new_hold_expiry]
     if opened.swept:
         candidates.append(tx.reservations.next_expiry(book.account_id))
     else:

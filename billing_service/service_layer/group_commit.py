@@ -1,8 +1,11 @@
 """Group commit for the hot writes (SpendCredits, ReserveCredits, CommitReservation,
 ReleaseReservation): concurrent calls share one transaction, on one account or on many.
 
-Accounts are spread over a few lanes (by a hash of the id); a lane has at most one flush in
-flight, so an account does too. Calls that arrive meanwhile queue behind it, and the first of
+Calls are spread over lanes by a hash of their account id (of the hold id for commits and
+releases, whose account is not known until the flush reads it); a lane has at most one flush
+in flight. With one lane (the default) an account has at most one flush in flight; with more,
+a spend and a commit on one account may flush at once in two lanes, and the account's row
+lock makes the second wait. Calls that arrive while a lane flushes queue behind it, and the first of
 them leads the next flush, taking up to MAX_BATCH queued calls into one transaction: one lock
 statement for all their accounts (in id order, so flushes of different lanes or processes
 cannot deadlock), one read of the idempotency keys, one of the buckets, batched writes, one
