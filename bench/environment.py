@@ -34,6 +34,9 @@ CREDITLINE = Path(sys.executable).parent / "creditline"
 PG_ADMIN_URL = os.environ.get(
     "CREDITLINE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+"""Ticks per second of /proc's CPU times."""
+
 START_TIMEOUT = 60.0
 """Seconds the server may take to log "serving"."""
 STOP_TIMEOUT = 15.0
@@ -202,6 +205,10 @@ class ServerProcess:
         """Resident memory of the server and every process below it, in bytes (0 once gone)."""
         return sum(_status_kib(pid, "VmRSS") for pid in _process_tree(self.pid)) * 1024
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server and every process below it, in seconds."""
+        return sum(_cpu_ticks(pid) for pid in _process_tree(self.pid)) / CLOCK_TICKS
+
     def peak_rss_bytes(self) -> int:
         """The high-water mark of resident memory (VmHWM) summed over the process tree."""
         return sum(_status_kib(pid, "VmHWM") for pid in _process_tree(self.pid)) * 1024
@@ -257,6 +264,26 @@ def _process_tree(root: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process from /proc/PID/stat, or 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
+    return int(fields[11]) + int(fields[12])
+
+
+def host_cpu_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU ticks of this machine so far, from /proc/stat's cpu line.
+
+    Steal is time the hypervisor gave to other guests while ours wanted to run: a share of
+    it above a few percent means the machine's figures are lower than its quiet ones.
+    """
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values[:8]), values[7]
 
 
 def _status_kib(pid: int, field: str) -> int:

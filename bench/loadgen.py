@@ -29,6 +29,7 @@ import time
 import traceback
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -41,6 +42,9 @@ import scenarios
 READY_TIMEOUT = 60.0
 """Seconds the workers may take to connect all their clients."""
 START_DELAY_NS = 100_000_000
+
+Probe = Callable[[], tuple[float, ...]]
+"""Counters to read at the edges of the measured window."""
 """How far ahead of "now" the parent sets the start, so every worker hears of it in time."""
 RESULT_GRACE = 60.0
 """Seconds past the end of the window a worker may take to hand in its samples."""
@@ -67,6 +71,8 @@ class Measurement:
     plan: CellPlan
     latencies_ns: array[int]
     errors: Counter[str] = field(default_factory=Counter)
+    probed: tuple[float, ...] | None = None
+    """How much the probe's counters rose over the measured window (None without a probe)."""
 
     @property
     def completed(self) -> int:
@@ -127,8 +133,13 @@ class LoadGenerators:
             conn.close()
         self._workers.clear()
 
-    def run(self, plan: CellPlan) -> Measurement:
-        """Drive one cell and return the merged measurement."""
+    def run(self, plan: CellPlan, probe: Probe | None = None) -> Measurement:
+        """Drive one cell and return the merged measurement.
+
+        probe, when given, is read as the measured window opens and as it closes (by this
+        process's clock, which the workers' window follows), and the measurement keeps how
+        much its counters rose.
+        """
         shares = _split(plan.concurrency, min(self._size, plan.concurrency))
         active = self._workers[: len(shares)]
         for (_process, conn), threads in zip(active, shares, strict=True):
@@ -143,6 +154,9 @@ class LoadGenerators:
             conn.send(("go", start_ns))
         deadline = plan.warmup_s + plan.duration_s + START_DELAY_NS / 1e9 + RESULT_GRACE
         merged = Measurement(plan, array("q"))
+        if probe is not None and start_ns is not None:
+            opens = start_ns + int(plan.warmup_s * 1e9)
+            merged.probed = _probe_window(probe, opens, opens + int(plan.duration_s * 1e9))
         for index, (_process, conn) in enumerate(active):
             reply = _receive(conn, deadline, f"worker {index} to report")
             if reply[0] == "result":
@@ -156,6 +170,15 @@ class LoadGenerators:
             )
         merged.latencies_ns = array("q", sorted(merged.latencies_ns))
         return merged
+
+
+def _probe_window(probe: Probe, opens: int, closes: int) -> tuple[float, ...]:
+    """The rise of probe's counters between two CLOCK_MONOTONIC instants (in ns)."""
+    time.sleep(max(0.0, (opens - time.monotonic_ns()) / 1e9))
+    before = probe()
+    time.sleep(max(0.0, (closes - time.monotonic_ns()) / 1e9))
+    after = probe()
+    return tuple(b - a for a, b in zip(before, after, strict=True))
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -42,6 +42,11 @@ class CellRecord:
     """The server's resident memory just after the cell; None for the raw baseline."""
     rss_peak_mb: float | None
     """The highest resident memory sampled during the cell; None for the raw baseline."""
+    cpu_us_per_op: float | None = None
+    """Server CPU time (user + system, all its processes) per completed operation in the
+    measured window, in microseconds; None for the raw baseline."""
+    steal_pct: float | None = None
+    """The share of the machine's CPU time the hypervisor stole during the window."""
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Summary:
     p999_ms: float | None
     errors: int
     rss_peak_mb: float | None
+    cpu_us_per_op: float | None = None
     rate_vs_health: float | None = None
     p99_vs_health: float | None = None
     reference: str | None = None
@@ -118,6 +124,7 @@ def summarize(records: Sequence[CellRecord]) -> list[Summary]:
             p999_ms=_median(r.p999_ms for r in group),
             errors=sum(sum(r.errors.values()) for r in group),
             rss_peak_mb=max((r.rss_peak_mb for r in group if r.rss_peak_mb), default=None),
+            cpu_us_per_op=_median(r.cpu_us_per_op for r in group),
         )
         vs_health = round_ratios(rates, scenario, "health", clients)
         p99_vs_health = round_ratios(p99s, scenario, "health", clients)
@@ -202,7 +209,8 @@ def format_table(rows: Sequence[Summary]) -> str:
     """The figures as a fixed-width table."""
     header = (
         f"{'scenario':<32} {'clients':>7} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'p99.9 ms':>9} {'errors':>6} {'RSS MB':>7} {'xHealth':>7} {'p99 xH':>7}  {'x reference'}"
+        f"{'p99.9 ms':>9} {'errors':>6} {'RSS MB':>7} {'CPU us':>7} {'xHealth':>7} {'p99 xH':>7}  "
+        f"{'x reference'}"
     )
     lines = [header, "-" * len(header)]
     previous = None
@@ -219,7 +227,8 @@ def format_table(rows: Sequence[Summary]) -> str:
         line = (
             f"{scenario.label:<32} {row.concurrency:>7} {fmt(row.rate, 1):>9} "
             f"{fmt(row.p50_ms):>8} {fmt(row.p99_ms):>8} {fmt(row.p999_ms):>9} "
-            f"{row.errors:>6} {fmt(row.rss_peak_mb, 0):>7} {fmt(row.rate_vs_health):>7} "
+            f"{row.errors:>6} {fmt(row.rss_peak_mb, 0):>7} {fmt(row.cpu_us_per_op, 0):>7} "
+            f"{fmt(row.rate_vs_health):>7} "
             f"{fmt(row.p99_vs_health):>7}  {reference}"
         )
         lines.append(line.rstrip())

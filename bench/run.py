@@ -20,6 +20,7 @@ import argparse
 import os
 import platform
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -209,10 +210,30 @@ def _pool_size(max_clients: int, baseline_shares_server: bool, processes: int) -
     return size, note
 
 
+def _probe(server: environment.ServerProcess) -> loadgen.Probe:
+    """Server CPU seconds, and the machine's CPU and stolen ticks."""
+
+    def read() -> tuple[float, ...]:
+        return (server.cpu_seconds(), *environment.host_cpu_ticks())
+
+    return read
+
+
 def _record(
-    plan: loadgen.CellPlan, round_number: int, measured: loadgen.Measurement, rss: tuple[int, int]
+    plan: loadgen.CellPlan,
+    round_number: int,
+    measured: loadgen.Measurement,
+    rss: tuple[int, int],
+    *,
+    baseline: bool,
 ) -> report.CellRecord:
     after, peak = rss
+    cpu_us = steal = None
+    if measured.probed is not None:
+        server_cpu, host_all, host_stolen = measured.probed
+        if not baseline and measured.completed:
+            cpu_us = server_cpu / measured.completed * 1e6
+        steal = host_stolen / host_all * 100 if host_all else None
     return report.CellRecord(
         scenario=plan.scenario,
         concurrency=plan.concurrency,
@@ -226,6 +247,8 @@ def _record(
         max_ms=measured.percentile_ms(1.0),
         rss_after_mb=after / 2**20 if after else None,
         rss_peak_mb=peak / 2**20 if peak else None,
+        cpu_us_per_op=cpu_us,
+        steal_pct=steal,
     )
 
 
@@ -357,9 +380,9 @@ def _measure(
                 cell = loadgen.CellPlan(name, clients, args.warmup, args.duration)
                 sampler = RssSampler(server)
                 with nullcontext() if scenario.baseline else sampler:
-                    measured = generators.run(cell)
+                    measured = generators.run(cell, _probe(server))
                 rss = (0, 0) if scenario.baseline else (server.rss_bytes(), sampler.peak)
-                record = _record(cell, round_number, measured, rss)
+                record = _record(cell, round_number, measured, rss, baseline=scenario.baseline)
                 records.append(record)
                 progress(
                     f"{len(records):>3}/{total} round {round_number}/{args.rounds} "
@@ -368,6 +391,8 @@ def _measure(
                     f"p99 {report.fmt(record.p99_ms)} ms  "
                     f"errors {sum(record.errors.values())}"
                     + (f"  RSS {rss[1] / 2**20:.0f} MB" if rss[1] else "")
+                    + (f"  CPU {record.cpu_us_per_op:.0f} us/op" if record.cpu_us_per_op else "")
+                    + f"  steal {report.fmt(record.steal_pct, 0)}%"
                 )
     return records
 
@@ -478,8 +503,16 @@ def _report(
     print()
     print(
         "xHealth: rate / Health/Check rate at the same concurrency; p99 xH: p99 / Health p99; "
-        "x reference: rate / the named scenario's rate (Reserve+Commit in pairs/s)."
+        "x reference: rate / the named scenario's rate (Reserve+Commit in pairs/s); "
+        "CPU us: server CPU time per operation (a pair counts once)."
     )
+    steals = [r.steal_pct for r in records if r.steal_pct is not None]
+    if steals:
+        print(
+            f"host CPU steal over the measured windows: median {statistics.median(steals):.0f} %, "
+            f"max {max(steals):.0f} % (time the hypervisor gave other guests; when high, "
+            "absolute rates are low and the ratios noisier)"
+        )
     print()
     print(report.format_targets(targets, judged))
     print()

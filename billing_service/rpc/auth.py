@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from billing_service.rpc.errors import rich_status
+from billing_service.rpc.errors import abort_with, rich_status
 from billing_service.rpc.grpc_types import ServerInterceptor
 
 ROLES = frozenset({"admin", "service", "gateway", "reader"})
@@ -103,15 +103,17 @@ class AuthInterceptor(ServerInterceptor):
     def __init__(self, tokens: Mapping[str, Principal]) -> None:
         self._tokens = dict(tokens)
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         """Check the caller before the handler runs."""
         method = handler_call_details.method
         if method.startswith(_OPEN_PREFIXES):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = str(metadata.get("authorization", ""))
         scheme, _, token = header.partition(" ")
@@ -131,13 +133,13 @@ class AuthInterceptor(ServerInterceptor):
                 f"{method.rsplit('/', 1)[-1]}",
                 "PERMISSION_DENIED",
             )
-        return continuation(handler_call_details)
+        return await continuation(handler_call_details)
 
 
 def _deny(code: grpc.StatusCode, message: str, reason: str) -> grpc.RpcMethodHandler[Any, Any]:
     status = rich_status(code, message, reason, {})
 
-    def refuse(_request: Any, context: grpc.ServicerContext) -> None:
-        context.abort_with_status(status)
+    async def refuse(_request: Any, context: Any) -> None:
+        await abort_with(context, status)
 
     return grpc.unary_unary_rpc_method_handler(refuse)

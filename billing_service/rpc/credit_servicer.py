@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from creditline.v1 import credit_service_pb2 as pb
 from creditline.v1 import credit_service_pb2_grpc
@@ -17,7 +19,7 @@ from billing_service.domain.model import (
 )
 from billing_service.domain.pricing import OverrunPolicy
 from billing_service.rpc import convert, pricing_convert, wire
-from billing_service.rpc.errors import translated
+from billing_service.rpc.errors import translated, translated_async
 from billing_service.service_layer import accounts, credits, queries
 from billing_service.service_layer.context import AppContext
 
@@ -167,11 +169,11 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             replayed=outcome.replayed,
         )
 
-    @translated
-    def SpendCredits(
-        self, request: pb.SpendCreditsRequest, context: grpc.ServicerContext
+    @translated_async
+    async def SpendCredits(
+        self, request: pb.SpendCreditsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SpendCreditsResponse:
-        outcome = credits.spend_credits(
+        outcome = await credits.spend_credits.run_async(
             self._ctx,
             account_id=request.account_id,
             amount=convert.amount_in(request.amount, "amount"),
@@ -186,12 +188,12 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             replayed=outcome.replayed,
         )
 
-    @translated
-    def ReserveCredits(
-        self, request: pb.ReserveCreditsRequest, context: grpc.ServicerContext
+    @translated_async
+    async def ReserveCredits(
+        self, request: pb.ReserveCreditsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReserveCreditsResponse:
         has_estimate = request.HasField("estimate")
-        outcome = credits.reserve_credits(
+        outcome = await credits.reserve_credits.run_async(
             self._ctx,
             account_id=request.account_id,
             amount=None
@@ -216,12 +218,12 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             replayed=outcome.replayed,
         )
 
-    @translated
-    def CommitReservation(
-        self, request: pb.CommitReservationRequest, context: grpc.ServicerContext
+    @translated_async
+    async def CommitReservation(
+        self, request: pb.CommitReservationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReservationResponse:
         has_usage = request.HasField("actual_usage")
-        outcome = credits.commit_reservation(
+        outcome = await credits.commit_reservation.run_async(
             self._ctx,
             reservation_id=request.reservation_id,
             amount=None
@@ -242,11 +244,11 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             charged=format_amount(result.charged or 0),
         )
 
-    @translated
-    def ReleaseReservation(
-        self, request: pb.ReleaseReservationRequest, context: grpc.ServicerContext
+    @translated_async
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReleaseReservationResponse:
-        outcome = credits.release_reservation(
+        outcome = await credits.release_reservation.run_async(
             self._ctx,
             reservation_id=request.reservation_id,
             idempotency_key=request.idempotency_key,

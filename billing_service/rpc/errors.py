@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -70,27 +70,30 @@ def rich_status(
     return rpc_status.to_status(proto)
 
 
-def abort_with_domain_error(context: grpc.ServicerContext, error: DomainError) -> NoReturn:
-    """End the call with the status the table gives this error."""
+def domain_status(error: DomainError) -> grpc.Status:
+    """The status the table gives this error."""
     field = error.field if isinstance(error, InvalidField) else ""
-    context.abort_with_status(
-        rich_status(status_code_for(error), error.message, error.reason, error.metadata, field)
-    )
-    raise AssertionError("abort_with_status returns only by raising")
+    return rich_status(status_code_for(error), error.message, error.reason, error.metadata, field)
 
 
-def abort_internal(context: grpc.ServicerContext, method: str) -> NoReturn:
-    """End the call as INTERNAL after an unexpected failure, revealing nothing of it."""
+def internal_status(method: str) -> grpc.Status:
+    """INTERNAL after an unexpected failure, which is logged; the status reveals nothing of it."""
     log.exception("unexpected failure", extra={"method": method})
-    context.abort_with_status(
-        rich_status(
-            grpc.StatusCode.INTERNAL,
-            "internal error; the call may be retried with the same idempotency key",
-            "INTERNAL",
-            {},
-        )
+    return rich_status(
+        grpc.StatusCode.INTERNAL,
+        "internal error; the call may be retried with the same idempotency key",
+        "INTERNAL",
+        {},
     )
-    raise AssertionError("abort_with_status returns only by raising")
+
+
+def abort_with(context: Any, status: grpc.Status) -> Any:
+    """End the call with status: raises, or (on an asyncio context) returns what to await.
+
+    `abort` with the status's parts rather than `abort_with_status`, which the context that
+    grpc.aio gives to plain-function handlers does not have.
+    """
+    return context.abort(status.code, status.details, status.trailing_metadata)
 
 
 Req = TypeVar("Req")
@@ -106,8 +109,28 @@ def translated(method: Method[Req, Resp]) -> Method[Req, Resp]:
         try:
             return method(self, request, context)
         except DomainError as error:
-            abort_with_domain_error(context, error)
+            abort_with(context, domain_status(error))
         except Exception:
-            abort_internal(context, method.__name__)
+            abort_with(context, internal_status(method.__name__))
+        raise AssertionError("abort returns only by raising")
+
+    return wrapper
+
+
+AsyncMethod = Callable[[Any, Req, Any], Awaitable[Resp]]
+
+
+def translated_async(method: AsyncMethod[Req, Resp]) -> AsyncMethod[Req, Resp]:
+    """translated, for the coroutine handlers that grpc.aio runs on its event loop."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: Any) -> Resp:
+        try:
+            return await method(self, request, context)
+        except DomainError as error:
+            await abort_with(context, domain_status(error))
+        except Exception:
+            await abort_with(context, internal_status(method.__name__))
+        raise AssertionError("abort returns only by raising")
 
     return wrapper

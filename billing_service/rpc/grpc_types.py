@@ -7,6 +7,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 if TYPE_CHECKING:
-    ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
-    ServerInterceptor = grpc.ServerInterceptor
+    ServerInterceptor = grpc.aio.ServerInterceptor

@@ -1,16 +1,25 @@
 """The gRPC server factory: CreditService, BillingService, health, reflection, auth, logs.
 
-`build_server` binds and returns the port it got (tests bind port 0); `RunningServer.stop`
-drains in-flight calls within the grace period after flipping health to NOT_SERVING.
+The server is grpc.aio's, on an event loop of its own thread. The hot calls (spend, holds,
+balances, estimates) are coroutines on that loop: they queue their work for a group-commit
+flush and wait without holding a thread. Every other call is a plain function that the server
+runs on a pool of `max_workers` threads, as a thread-per-call server would.
+
+`build_server` binds, starts and returns the port it got (tests bind port 0);
+`RunningServer.stop` flips health to NOT_SERVING, then drains in-flight calls within the
+grace period. Both are called from ordinary threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import threading
+from collections.abc import Coroutine
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from creditline.v1 import (
@@ -19,6 +28,7 @@ from creditline.v1 import (
     credit_service_pb2,
     credit_service_pb2_grpc,
 )
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -27,6 +37,7 @@ from billing_service.rpc.access_log import AccessLogInterceptor
 from billing_service.rpc.auth import AuthInterceptor, Principal
 from billing_service.rpc.billing_servicer import BillingServicer
 from billing_service.rpc.credit_servicer import CreditServicer
+from billing_service.rpc.grpc_types import ServerInterceptor
 from billing_service.service_layer.context import AppContext
 
 log = logging.getLogger(__name__)
@@ -38,23 +49,55 @@ SERVICE_NAMES = (
     reflection.SERVICE_NAME,
 )
 
+T = TypeVar("T")
+
 
 class InsecureListenError(RuntimeError):
     """Raised when asked to listen beyond loopback with no auth tokens configured."""
+
+
+class _LoopThread:
+    """An asyncio event loop running forever on a daemon thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="rpc-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run coroutine on the loop and wait for its result from this (another) thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        """Stop the loop, wait for its thread, and close it."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
 
 @dataclass
 class RunningServer:
     """A started server and the port it bound."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health_aio.HealthServicer
+    _loop: _LoopThread
+    _pool: futures.ThreadPoolExecutor
 
     def stop(self, grace: float) -> None:
         """Stop taking calls, let running ones finish within grace seconds, then stop."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self._loop.call(self._stop(grace))
+        self._loop.close()
+        self._pool.shutdown(wait=True)
+
+    async def _stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
 
 
 def is_loopback(listen: str) -> bool:
@@ -83,26 +126,46 @@ def build_server(
             f"refusing to listen on {listen} with auth off: set CREDITLINE_AUTH_TOKENS "
             "or listen on 127.0.0.1"
         )
-    interceptors: list[grpc.ServerInterceptor[Any, Any]] = [AccessLogInterceptor(metrics)]
+    interceptors: list[ServerInterceptor] = [AccessLogInterceptor(metrics)]
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     else:
         log.warning("auth is off: no CREDITLINE_AUTH_TOKENS, listening on loopback only")
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
+    loop = _LoopThread()
+    try:
+        server, port, health_servicer = loop.call(
+            _start(ctx, listen, interceptors, pool, reuse_port)
+        )
+    except BaseException:
+        loop.close()
+        pool.shutdown(wait=False)
+        raise
+    return RunningServer(server, port, health_servicer, loop, pool)
+
+
+async def _start(
+    ctx: AppContext,
+    listen: str,
+    interceptors: list[ServerInterceptor],
+    pool: futures.ThreadPoolExecutor,
+    reuse_port: bool,
+) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
+    server = grpc.aio.server(
+        migration_thread_pool=pool,
         interceptors=interceptors,
         # Off by default so a port already in use is an error, not a silent second server.
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(ctx), server)
     billing_service_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ctx), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"could not bind {listen}")
-    server.start()
+    await server.start()
     for name in ("", *SERVICE_NAMES[:2]):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from billing_service.domain.errors import FailedPrecondition, InvalidField, NotFound
 from billing_service.domain.ids import new_id
@@ -49,6 +49,7 @@ from billing_service.service_layer.results import (
 from billing_service.service_layer.unit_of_work import Tx
 
 R = TypeVar("R")
+P = ParamSpec("P")
 
 MAX_FEATURE = 128
 MAX_REQUEST_ID = 255
@@ -145,6 +146,25 @@ def void_grant(
     )
 
 
+class Grouped(Generic[P, R]):
+    """A write that goes through group commit: call it from a thread, or await `run_async`
+    from a coroutine on an event loop. Either way its input is checked before it queues."""
+
+    def __init__(self, prepare: Callable[Concatenate[AppContext, P], PendingWrite[R]]) -> None:
+        self._prepare = prepare
+        self.__doc__ = prepare.__doc__
+
+    def __call__(self, ctx: AppContext, /, *args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
+        """Queue the write, wait in this thread, and return its outcome."""
+        return ctx.writes.submit(ctx.db, ctx.clock, self._prepare(ctx, *args, **kwargs))
+
+    async def run_async(self, ctx: AppContext, /, *args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
+        """Queue the write and await its outcome without holding a thread."""
+        pending = self._prepare(ctx, *args, **kwargs)
+        return await ctx.writes.submit_async(ctx.db, ctx.clock, pending)
+
+
+@Grouped
 def spend_credits(
     ctx: AppContext,
     *,
@@ -154,7 +174,7 @@ def spend_credits(
     request_id: str,
     metadata: Mapping[str, str],
     idempotency_key: str,
-) -> Outcome[SpendResult]:
+) -> PendingWrite[SpendResult]:
     """Debit credits at once."""
     check_id(account_id, "account_id")
     context = _context(idempotency_key, feature, request_id, metadata)
@@ -184,10 +204,10 @@ def _grouped(
     request: Mapping[str, Any],
     result_type: type[R],
     apply: Callable[[Tx, OpenBook, datetime], R],
-) -> Outcome[R]:
-    """Run one write, on an account or on a hold's account, through group commit
-    (group_commit): concurrent writes share a transaction, each keeping its own outcome and
-    idempotency record. When a shared transaction fails, the write runs alone in its own."""
+) -> PendingWrite[R]:
+    """One write, on an account or on a hold's account, for group commit (group_commit):
+    concurrent writes share a transaction, each keeping its own outcome and idempotency
+    record. When a shared transaction fails, the write runs alone in its own."""
     check_idempotency_key(key)
 
     def work(tx: Tx, now: datetime) -> R:
@@ -210,7 +230,7 @@ def _grouped(
             work=work,
         )
 
-    pending = PendingWrite(
+    return PendingWrite(
         operation,
         account_id,
         reservation_id,
@@ -220,9 +240,9 @@ def _grouped(
         apply,
         alone,
     )
-    return ctx.writes.submit(ctx.db, ctx.clock, pending)
 
 
+@Grouped
 def reserve_credits(
     ctx: AppContext,
     *,
@@ -235,7 +255,7 @@ def reserve_credits(
     request_id: str,
     metadata: Mapping[str, str],
     idempotency_key: str,
-) -> Outcome[ReservationResult]:
+) -> PendingWrite[ReservationResult]:
     """Hold credits until commit, release or expiry: an amount, or an estimate's maximum."""
     check_id(account_id, "account_id")
     _one_of(amount, estimate, "estimate")
@@ -297,6 +317,7 @@ def reserve_credits(
     )
 
 
+@Grouped
 def commit_reservation(
     ctx: AppContext,
     *,
@@ -304,7 +325,7 @@ def commit_reservation(
     amount: int | None,
     usage: Usage | None = None,
     idempotency_key: str,
-) -> Outcome[ReservationResult]:
+) -> PendingWrite[ReservationResult]:
     """Settle a hold at the actual amount, or at the price of the actual usage."""
     check_id(reservation_id, "reservation_id")
     _one_of(amount, usage, "actual_usage")
@@ -364,9 +385,10 @@ def commit_reservation(
     )
 
 
+@Grouped
 def release_reservation(
     ctx: AppContext, *, reservation_id: str, idempotency_key: str
-) -> Outcome[ReservationResult]:
+) -> PendingWrite[ReservationResult]:
     """Let go of a hold without spending."""
     check_id(reservation_id, "reservation_id")
 

@@ -28,10 +28,12 @@ Invariants (each is a test in tests/integration):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -76,41 +78,77 @@ class PendingWrite(Generic[R]):
     error: BaseException | None = None
     finished: bool = False
     promoted: bool = False
-    wake: threading.Event = field(default_factory=threading.Event)
+    # How the caller waits: a thread on wake (submit), a coroutine on future (submit_async).
+    wake: threading.Event | None = None
+    future: asyncio.Future[Outcome[R]] | None = None
 
 
 class GroupCommitter:
-    """Lanes of queued writes, each flushed by one leader at a time."""
+    """Lanes of queued writes, each flushed by one leader at a time.
+
+    A thread that submits leads flushes itself when its write's turn comes. A coroutine's
+    write is flushed by a thread of this committer's own (one per lane), which goes on to
+    flush whatever queued behind it while the event loop takes more calls.
+    """
 
     def __init__(self, lanes: int = DEFAULT_LANES) -> None:
         self._lanes = lanes
         self._lock = threading.Lock()
         self._queues: dict[int, list[PendingWrite[Any]]] = {}
+        self._flushers: ThreadPoolExecutor | None = None
 
     def submit(self, db: Database, clock: Clock, pending: PendingWrite[R]) -> Outcome[R]:
         """Queue a write, lead flushes when it is this write's turn, and return its outcome."""
-        lane = zlib.crc32((pending.account_id or pending.reservation_id).encode()) % self._lanes
-        with self._lock:
-            queue = self._queues.get(lane)
-            lead = queue is None
-            if queue is None:
-                self._queues[lane] = [pending]
-            else:
-                queue.append(pending)
-        if lead:
+        wake = pending.wake = threading.Event()
+        lane = self._lane(pending)
+        if self._enqueue(lane, pending):
             self._lead(db, clock, lane)
         while not pending.finished:
-            pending.wake.wait()
-            pending.wake.clear()
+            wake.wait()
+            wake.clear()
             if pending.promoted and not pending.finished:
                 pending.promoted = False
                 self._lead(db, clock, lane)
-        if pending.error is not None:
-            raise pending.error
-        assert pending.outcome is not None
-        return pending.outcome
+        return _result(pending)
 
-    def _lead(self, db: Database, clock: Clock, lane: int) -> None:
+    async def submit_async(
+        self, db: Database, clock: Clock, pending: PendingWrite[R]
+    ) -> Outcome[R]:
+        """submit, for a coroutine: the write is flushed on this committer's threads."""
+        future: asyncio.Future[Outcome[R]] = asyncio.get_running_loop().create_future()
+        pending.future = future
+        lane = self._lane(pending)
+        if self._enqueue(lane, pending):
+            self._flusher().submit(self._drain, db, clock, lane)
+        return await future
+
+    def _lane(self, pending: PendingWrite[Any]) -> int:
+        return zlib.crc32((pending.account_id or pending.reservation_id).encode()) % self._lanes
+
+    def _enqueue(self, lane: int, pending: PendingWrite[Any]) -> bool:
+        """Queue pending in lane; True when nothing was flushing there, so it must lead."""
+        with self._lock:
+            queue = self._queues.get(lane)
+            if queue is None:
+                self._queues[lane] = [pending]
+                return True
+            queue.append(pending)
+            return False
+
+    def _flusher(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._flushers is None:
+                self._flushers = ThreadPoolExecutor(self._lanes, thread_name_prefix="flush")
+            return self._flushers
+
+    def _drain(self, db: Database, clock: Clock, lane: int) -> None:
+        """Flush the lane's queue until it is empty or a thread's write is next to lead."""
+        while self._lead(db, clock, lane, hand_on=False):
+            pass
+
+    def _lead(self, db: Database, clock: Clock, lane: int, *, hand_on: bool = True) -> bool:
+        """Flush the next batch; then hand the lane on. True when the caller should go on
+        flushing it (only when not hand_on, and a coroutine's write is next)."""
         with self._lock:
             queue = self._queues[lane]
             batch = queue[:MAX_BATCH]
@@ -118,14 +156,22 @@ class GroupCommitter:
         self._flush(db, clock, batch)
         with self._lock:
             queue = self._queues[lane]
-            if queue:
-                queue[0].promoted = True
-                queue[0].wake.set()
-            else:
+            if not queue:
                 del self._queues[lane]
+                return False
+            following = queue[0]
+        if following.wake is not None:  # a thread waits for its turn: it leads
+            following.promoted = True
+            following.wake.set()
+            return False
+        if hand_on:  # a coroutine's write: the committer's thread flushes it
+            self._flusher().submit(self._drain, db, clock, lane)
+            return False
+        return True
 
     def _flush(self, db: Database, clock: Clock, batch: list[PendingWrite[Any]]) -> None:
         results: list[Outcome[Any] | DomainError | None]
+        waiting: dict[asyncio.AbstractEventLoop, list[PendingWrite[Any]]] = {}
         try:
             results = list(db.write(lambda tx: apply_batch(tx, clock, batch)))
         except Unavailable as error:
@@ -146,7 +192,33 @@ class GroupCommitter:
             else:
                 pending.outcome = result
             pending.finished = True
-            pending.wake.set()
+            if pending.future is not None:
+                waiting.setdefault(pending.future.get_loop(), []).append(pending)
+            elif pending.wake is not None:
+                pending.wake.set()
+        for loop, settled in waiting.items():
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _result(pending: PendingWrite[R]) -> Outcome[R]:
+    if pending.error is not None:
+        raise pending.error
+    assert pending.outcome is not None
+    return pending.outcome
+
+
+def _settle(batch: list[PendingWrite[Any]]) -> None:
+    """On the event loop: hand each finished write's outcome to its waiting coroutine."""
+    for pending in batch:
+        future = pending.future
+        assert future is not None
+        if future.done():  # the call was cancelled; its write stands, and replays by key
+            continue
+        if pending.error is not None:
+            future.set_exception(pending.error)
+        else:
+            assert pending.outcome is not None
+            future.set_result(pending.outcome)
 
 
 def apply_batch(
