@@ -3,6 +3,8 @@ Stripe events, translated to and from the use cases."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from creditline.v1 import billing_service_pb2 as pb
 from creditline.v1 import billing_service_pb2_grpc
@@ -12,7 +14,7 @@ from billing_service.domain.errors import InvalidField
 from billing_service.domain.price_rules import parse_percent, parse_usd
 from billing_service.domain.pricing import Tier
 from billing_service.rpc import billing_convert, pricing_convert, wire
-from billing_service.rpc.errors import translated
+from billing_service.rpc.errors import translated, translated_async
 from billing_service.service_layer import billing, pricing, stripe_events
 from billing_service.service_layer.context import AppContext
 
@@ -23,11 +25,11 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
 
-    @translated
-    def EstimateCost(
-        self, request: pb.EstimateCostRequest, context: grpc.ServicerContext
+    @translated_async
+    async def EstimateCost(
+        self, request: pb.EstimateCostRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EstimateCostResponse:
-        result = pricing.estimate_cost(
+        result = await pricing.estimate_cost_async(
             self._ctx, pricing_convert.usage_in(request.usage), request.account_id
         )
         return pb.EstimateCostResponse(

@@ -283,11 +283,11 @@ class CreditServicer(credit_service_pb2_grpc.CreditServiceServicer):
             next_page_token=page.next_token,
         )
 
-    @translated
-    def GetBalance(
-        self, request: pb.GetBalanceRequest, context: grpc.ServicerContext
+    @translated_async
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBalanceResponse:
-        view = queries.get_balance(self._ctx, request.account_id)
+        view = await queries.get_balance_async(self._ctx, request.account_id)
         return pb.GetBalanceResponse(balance=convert.balance_out(view))
 
     @translated

@@ -59,8 +59,10 @@ class InsecureListenError(RuntimeError):
 class _LoopThread:
     """An asyncio event loop running forever on a daemon thread of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: futures.ThreadPoolExecutor) -> None:
         self.loop = asyncio.new_event_loop()
+        # asyncio.to_thread, for the coroutine handlers' blocking parts, runs on the pool too.
+        self.loop.set_default_executor(executor)
         self._thread = threading.Thread(target=self._run, name="rpc-loop", daemon=True)
         self._thread.start()
 
@@ -132,7 +134,7 @@ def build_server(
     else:
         log.warning("auth is off: no CREDITLINE_AUTH_TOKENS, listening on loopback only")
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
-    loop = _LoopThread()
+    loop = _LoopThread(pool)
     try:
         server, port, health_servicer = loop.call(
             _start(ctx, listen, interceptors, pool, reuse_port)

@@ -28,11 +28,10 @@ Invariants (each is a test in tests/integration):
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import threading
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -48,6 +47,7 @@ from billing_service.domain.errors import (
     Unavailable,
 )
 from billing_service.service_layer.books import OpenBook, open_books, save_books
+from billing_service.service_layer.coalescing import Coalescer
 from billing_service.service_layer.idempotency import Outcome
 from billing_service.service_layer.unit_of_work import Database, Tx
 
@@ -57,9 +57,9 @@ DEFAULT_LANES = 1
 R = TypeVar("R")
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingWrite(Generic[R]):
-    """One queued call and, once flushed, its outcome or error.
+    """One write, ready to queue.
 
     The call names its account, or a hold whose account the flush looks up. apply does the
     call's work on the account's open book; it must refuse (raise a DomainError) before it
@@ -74,151 +74,80 @@ class PendingWrite(Generic[R]):
     result_type: type[R]
     apply: Callable[[Tx, OpenBook, datetime], R]
     alone: Callable[[], Outcome[R]]
-    outcome: Outcome[R] | None = None
-    error: BaseException | None = None
-    finished: bool = False
-    promoted: bool = False
-    # How the caller waits: a thread on wake (submit), a coroutine on future (submit_async).
-    wake: threading.Event | None = None
-    future: asyncio.Future[Outcome[R]] | None = None
 
 
 class GroupCommitter:
-    """Lanes of queued writes, each flushed by one leader at a time.
+    """Lanes of queued writes (service_layer/coalescing), each flushed one batch at a time.
 
-    A thread that submits leads flushes itself when its write's turn comes. A coroutine's
-    write is flushed by a thread of this committer's own (one per lane), which goes on to
-    flush whatever queued behind it while the event loop takes more calls.
+    A thread that submits leads a flush itself when its write's turn comes; a coroutine's
+    write is flushed by a thread of the committer's own, one per lane.
     """
 
     def __init__(self, lanes: int = DEFAULT_LANES) -> None:
         self._lanes = lanes
         self._lock = threading.Lock()
-        self._queues: dict[int, list[PendingWrite[Any]]] = {}
-        self._flushers: ThreadPoolExecutor | None = None
+        # One coalescer per database and clock: in production there is one of each.
+        self._by_target: dict[tuple[int, int], Coalescer[PendingWrite[Any], Outcome[Any]]] = {}
+        self._targets: list[tuple[Database, Clock]] = []  # keeps the keys' objects alive
 
     def submit(self, db: Database, clock: Clock, pending: PendingWrite[R]) -> Outcome[R]:
         """Queue a write, lead flushes when it is this write's turn, and return its outcome."""
-        wake = pending.wake = threading.Event()
-        lane = self._lane(pending)
-        if self._enqueue(lane, pending):
-            self._lead(db, clock, lane)
-        while not pending.finished:
-            wake.wait()
-            wake.clear()
-            if pending.promoted and not pending.finished:
-                pending.promoted = False
-                self._lead(db, clock, lane)
-        return _result(pending)
+        outcome: Outcome[R] = self._coalescer(db, clock).call(pending, self._lane(pending))
+        return outcome
 
     async def submit_async(
         self, db: Database, clock: Clock, pending: PendingWrite[R]
     ) -> Outcome[R]:
-        """submit, for a coroutine: the write is flushed on this committer's threads."""
-        future: asyncio.Future[Outcome[R]] = asyncio.get_running_loop().create_future()
-        pending.future = future
-        lane = self._lane(pending)
-        if self._enqueue(lane, pending):
-            self._flusher().submit(self._drain, db, clock, lane)
-        return await future
+        """submit, for a coroutine: the write is flushed on the committer's threads."""
+        coalescer = self._coalescer(db, clock)
+        outcome: Outcome[R] = await coalescer.call_async(pending, self._lane(pending))
+        return outcome
 
     def _lane(self, pending: PendingWrite[Any]) -> int:
         return zlib.crc32((pending.account_id or pending.reservation_id).encode()) % self._lanes
 
-    def _enqueue(self, lane: int, pending: PendingWrite[Any]) -> bool:
-        """Queue pending in lane; True when nothing was flushing there, so it must lead."""
-        with self._lock:
-            queue = self._queues.get(lane)
-            if queue is None:
-                self._queues[lane] = [pending]
-                return True
-            queue.append(pending)
-            return False
-
-    def _flusher(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._flushers is None:
-                self._flushers = ThreadPoolExecutor(self._lanes, thread_name_prefix="flush")
-            return self._flushers
-
-    def _drain(self, db: Database, clock: Clock, lane: int) -> None:
-        """Flush the lane's queue until it is empty or a thread's write is next to lead."""
-        while self._lead(db, clock, lane, hand_on=False):
-            pass
-
-    def _lead(self, db: Database, clock: Clock, lane: int, *, hand_on: bool = True) -> bool:
-        """Flush the next batch; then hand the lane on. True when the caller should go on
-        flushing it (only when not hand_on, and a coroutine's write is next)."""
-        with self._lock:
-            queue = self._queues[lane]
-            batch = queue[:MAX_BATCH]
-            del queue[:MAX_BATCH]
-        self._flush(db, clock, batch)
-        with self._lock:
-            queue = self._queues[lane]
-            if not queue:
-                del self._queues[lane]
-                return False
-            following = queue[0]
-        if following.wake is not None:  # a thread waits for its turn: it leads
-            following.promoted = True
-            following.wake.set()
-            return False
-        if hand_on:  # a coroutine's write: the committer's thread flushes it
-            self._flusher().submit(self._drain, db, clock, lane)
-            return False
-        return True
-
-    def _flush(self, db: Database, clock: Clock, batch: list[PendingWrite[Any]]) -> None:
-        results: list[Outcome[Any] | DomainError | None]
-        waiting: dict[asyncio.AbstractEventLoop, list[PendingWrite[Any]]] = {}
-        try:
-            results = list(db.write(lambda tx: apply_batch(tx, clock, batch)))
-        except Unavailable as error:
-            # The database cannot be reached: retrying each call alone would only wait for it
-            # once per call while everything queued behind waits too. All get the error (they
-            # changed nothing) and retry with their keys.
-            results = [error] * len(batch)
-        except BaseException:  # something one call did: every call is retried alone, below
-            results = [None] * len(batch)
-        for pending, result in zip(batch, results, strict=True):
-            if result is None:
-                try:
-                    pending.outcome = pending.alone()
-                except BaseException as error:
-                    pending.error = error
-            elif isinstance(result, BaseException):
-                pending.error = result
-            else:
-                pending.outcome = result
-            pending.finished = True
-            if pending.future is not None:
-                waiting.setdefault(pending.future.get_loop(), []).append(pending)
-            elif pending.wake is not None:
-                pending.wake.set()
-        for loop, settled in waiting.items():
-            loop.call_soon_threadsafe(_settle, settled)
+    def _coalescer(self, db: Database, clock: Clock) -> Coalescer[PendingWrite[Any], Outcome[Any]]:
+        key = (id(db), id(clock))
+        found = self._by_target.get(key)
+        if found is None:
+            with self._lock:
+                found = self._by_target.get(key)
+                if found is None:
+                    found = Coalescer(
+                        functools.partial(_flush, db, clock),
+                        max_batch=MAX_BATCH,
+                        lanes=self._lanes,
+                        name="flush",
+                    )
+                    self._by_target[key] = found
+                    self._targets.append((db, clock))
+        return found
 
 
-def _result(pending: PendingWrite[R]) -> Outcome[R]:
-    if pending.error is not None:
-        raise pending.error
-    assert pending.outcome is not None
-    return pending.outcome
-
-
-def _settle(batch: list[PendingWrite[Any]]) -> None:
-    """On the event loop: hand each finished write's outcome to its waiting coroutine."""
-    for pending in batch:
-        future = pending.future
-        assert future is not None
-        if future.done():  # the call was cancelled; its write stands, and replays by key
-            continue
-        if pending.error is not None:
-            future.set_exception(pending.error)
+def _flush(
+    db: Database, clock: Clock, batch: list[PendingWrite[Any]]
+) -> list[Outcome[Any] | BaseException]:
+    """Each write's outcome or error: in one transaction, or alone when that one fails."""
+    results: list[Outcome[Any] | DomainError | None]
+    try:
+        results = list(db.write(lambda tx: apply_batch(tx, clock, batch)))
+    except Unavailable as error:
+        # The database cannot be reached: retrying each call alone would only wait for it
+        # once per call while everything queued behind waits too. All get the error (they
+        # changed nothing) and retry with their keys.
+        return [error] * len(batch)
+    except BaseException:  # something one call did: every call is retried alone, below
+        results = [None] * len(batch)
+    finished: list[Outcome[Any] | BaseException] = []
+    for pending, result in zip(batch, results, strict=True):
+        if result is None:
+            try:
+                finished.append(pending.alone())
+            except BaseException as error:
+                finished.append(error)
         else:
-            assert pending.outcome is not None
-            future.set_result(pending.outcome)
+            finished.append(result)
+    return finished
 
 
 def apply_batch(

@@ -47,23 +47,41 @@ class PriceBookCache:
     def in_force(self, db: Database, at: datetime) -> PriceBook:
         """The version in force at `at`, touching the database only to refresh the list of
         versions (at most every refresh_seconds) or to load a version not seen yet."""
-        starts = self._starts
-        if starts is None or time.monotonic() - self._read_at >= self._refresh:
+        starts = self._fresh_starts()
+        if starts is None:
             read_at, generation = time.monotonic(), self._generation
             starts = db.read(lambda tx: tx.price_books.version_starts())
             with self._lock:
                 if generation == self._generation:
                     self._starts, self._read_at = starts, read_at
-        chosen = max((version for start, version in starts if start <= at), default=None)
-        if chosen is None:
-            raise NotFound("PRICE_BOOK", "version", "in force")
+        chosen = _chosen(starts, at)
         book = self._books.get(chosen)
         if book is None:
             return db.read(lambda tx: self.get(tx, chosen))
         return book
+
+    def in_force_cached(self, at: datetime) -> PriceBook | None:
+        """in_force when it needs no database: None when the list of versions is due for a
+        refresh or the version in force was never loaded."""
+        starts = self._fresh_starts()
+        return None if starts is None else self._books.get(_chosen(starts, at))
+
+    def _fresh_starts(self) -> list[tuple[datetime, int]] | None:
+        starts = self._starts
+        if starts is None or time.monotonic() - self._read_at >= self._refresh:
+            return None
+        return starts
 
     def forget_versions(self) -> None:
         """Read the list of versions again on next use (this process added one)."""
         with self._lock:
             self._starts = None
             self._generation += 1
+
+
+def _chosen(starts: list[tuple[datetime, int]], at: datetime) -> int:
+    """The version in force at `at` among (effective time, version) pairs."""
+    chosen = max((version for start, version in starts if start <= at), default=None)
+    if chosen is None:
+        raise NotFound("PRICE_BOOK", "version", "in force")
+    return chosen

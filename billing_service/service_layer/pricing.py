@@ -9,6 +9,7 @@ concurrent changes each build on the one before.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -113,6 +114,19 @@ def estimate_cost(ctx: AppContext, usage: Usage, account_id: str) -> EstimateRes
         return EstimateResult(estimate(book, usage, overrides, now), available)
 
     return ctx.db.read(read)
+
+
+async def estimate_cost_async(ctx: AppContext, usage: Usage, account_id: str) -> EstimateResult:
+    """estimate_cost, for a coroutine. An estimate for no account, with the price book in
+    force already cached, is priced at once; anything that needs the database is priced off
+    the event loop."""
+    if not account_id:
+        validate_usage(usage, "usage", actual=False)
+        now = ctx.clock.now()
+        book = ctx.books.in_force_cached(now)
+        if book is not None:
+            return EstimateResult(estimate(book, usage, [], now), None)
+    return await asyncio.to_thread(estimate_cost, ctx, usage, account_id)
 
 
 def price_hold(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from billing_service.db.accounts import Sums
 from billing_service.db.buckets import cursor_of as bucket_cursor
 from billing_service.db.reservations import cursor_of as reservation_cursor
 from billing_service.domain.errors import InvalidField, NotFound
@@ -34,16 +36,37 @@ def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
     """
     check_id(account_id, "account_id")
     now = ctx.clock.now()
-
     # Read after `now` is taken: a change due by now is never missed below.
     found = ctx.reads.sums_and_live(ctx.db, account_id)
+    view = _balance_read(account_id, found, now)
+    return view if view is not None else _sweep_then_read(ctx, account_id, now)
+
+
+async def get_balance_async(ctx: AppContext, account_id: str) -> BalanceView:
+    """get_balance, for a coroutine: the reads and writes run off the event loop."""
+    check_id(account_id, "account_id")
+    now = ctx.clock.now()
+    found = await ctx.reads.sums_and_live_async(ctx.db, account_id)
+    view = _balance_read(account_id, found, now)
+    if view is None:
+        view = await asyncio.to_thread(_sweep_then_read, ctx, account_id, now)
+    return view
+
+
+def _balance_read(
+    account_id: str, found: tuple[Sums, list[Bucket]] | None, now: datetime
+) -> BalanceView | None:
+    """The balance as read, or None when a time-driven change is due and must be written."""
     if found is None:
         raise NotFound("ACCOUNT", "account_id", account_id)
     sums, live = found
     if sums.sweep_due_at is None or sums.sweep_due_at > now:
         return _view(account_id, sums.balance, sums.held, live, now, sums.frozen_sources)
+    return None
 
-    def sweep_then_read(tx: Tx) -> BalanceView:
+
+def _sweep_then_read(ctx: AppContext, account_id: str, now: datetime) -> BalanceView:
+    def work(tx: Tx) -> BalanceView:
         opened = open_book(tx, account_id, now)
         save_book(tx, opened)
         book = opened.book
@@ -51,7 +74,7 @@ def get_balance(ctx: AppContext, account_id: str) -> BalanceView:
             account_id, book.balance, book.held, book.buckets.values(), now, book.frozen_sources
         )
 
-    return ctx.db.write(sweep_then_read)
+    return ctx.db.write(work)
 
 
 def _view(  # noqa: PLR0917 - the parts of one balance, named at every call
