@@ -3,6 +3,7 @@ outcome it would have alone, in arrival order, and writes each account's ledger 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -251,3 +252,50 @@ def test_holds_settled_twice_in_one_flush_are_settled_once(ctx: AppContext, engi
         view = queries.get_balance(ctx, account_id)
         assert (view.balance, view.held) == (c(balance), 0)
         assert ledger_sum(engine, account_id) == view.balance
+
+
+async def test_coroutines_and_threads_share_flushes_on_one_account(
+    ctx: AppContext, engine: Engine
+) -> None:
+    """The server's coroutine handlers and in-process callers (threads) queue together."""
+    open_account(ctx, "hot", "30")
+
+    def request(key: str) -> dict[str, object]:
+        return {
+            "account_id": "hot",
+            "amount": c("1"),
+            "feature": "",
+            "request_id": "",
+            "metadata": {},
+            "idempotency_key": key,
+        }
+
+    async def by_coroutine(n: int) -> str:
+        try:
+            await credits.spend_credits.run_async(ctx, **request(f"co-{n}"))  # type: ignore[arg-type]
+        except InsufficientCredits:
+            return "refused"
+        return "paid"
+
+    def by_thread(n: int) -> str:
+        try:
+            credits.spend_credits(ctx, **request(f"th-{n}"))  # type: ignore[arg-type]
+        except InsufficientCredits:
+            return "refused"
+        return "paid"
+
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(by_coroutine(n) for n in range(20)),
+            *(asyncio.to_thread(by_thread, n) for n in range(20)),
+        ),
+        60,
+    )
+    # Forty spends of 1 from 30: thirty are paid, ten refused, and nothing else moved.
+    assert outcomes.count("paid") == 30 and outcomes.count("refused") == 10
+    assert queries.get_balance(ctx, "hot").balance == 0 == ledger_sum(engine, "hot")
+
+    paid = next(n for n, o in enumerate(outcomes[:20]) if o == "paid")
+    again = await credits.spend_credits.run_async(ctx, **request(f"co-{paid}"))  # type: ignore[arg-type]
+    assert again.replayed
+    assert queries.get_balance(ctx, "hot").balance == 0

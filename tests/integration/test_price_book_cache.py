@@ -3,14 +3,25 @@ it at once; another replica sees it within CREDITLINE_PRICE_BOOK_REFRESH_SECONDS
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from billing_service.domain.clock import ManualClock
 from billing_service.domain.pricing import Tier, Usage, UsageLine
 from billing_service.pricing import price_book_file
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.price_book_cache import PriceBookCache
-from billing_service.service_layer.pricing import estimate_cost, seed_price_book, upsert_tier
+from billing_service.service_layer.pricing import (
+    estimate_cost,
+    estimate_cost_async,
+    seed_price_book,
+    upsert_tier,
+)
+from billing_service.service_layer.unit_of_work import Database, Tx
+
+T = TypeVar("T")
 
 USAGE = Usage(
     lines=(UsageLine(provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=100),),
@@ -49,3 +60,38 @@ def test_a_future_version_takes_over_when_its_time_comes_without_a_refresh(
     assert version(cached) == 1
     clock.set(later)
     assert version(cached) == 2
+
+
+class CountingDatabase:
+    """The real database, counting the reads made on the caller's thread and on others."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.engine = db.engine
+        self.reads_by_thread: list[str] = []
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        self.reads_by_thread.append(threading.current_thread().name)
+        return self._db.read(work)
+
+
+async def test_coroutine_estimates_touch_the_database_only_off_the_loop_and_when_due(
+    ctx: AppContext,
+) -> None:
+    seed_price_book(ctx, price_book_file.read(price_book_file.DEFAULT_PATH))
+    counting = CountingDatabase(ctx.db)
+    cached = replace(ctx, db=counting, books=PriceBookCache(refresh_seconds=3600))  # type: ignore[arg-type]
+    loop_thread = threading.current_thread().name
+
+    first = await estimate_cost_async(cached, USAGE, "")
+    assert counting.reads_by_thread and loop_thread not in counting.reads_by_thread
+    reads = len(counting.reads_by_thread)
+
+    again = await estimate_cost_async(cached, USAGE, "")
+    assert len(counting.reads_by_thread) == reads  # priced from the cache, on the loop
+    assert again == first == estimate_cost(ctx, USAGE, "")
+
+    always = replace(cached, books=PriceBookCache(refresh_seconds=0))
+    await estimate_cost_async(always, USAGE, "")
+    assert len(counting.reads_by_thread) > reads  # a refresh is due every time: it reads
+    assert loop_thread not in counting.reads_by_thread

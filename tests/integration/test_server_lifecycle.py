@@ -1,0 +1,79 @@
+"""The server's life: a stop lets the calls in flight finish and answers them, coroutine handlers
+(whose flush runs on another thread) included, and takes no new ones."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from creditline import CreditlineClient
+from creditline.errors import Unavailable
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from billing_service.rpc.server import build_server
+from billing_service.service_layer import queries
+from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.unit_of_work import Database, Tx
+from tests.integration.test_group_commit import c, open_account
+
+T = TypeVar("T")
+
+
+class GatedWrites:
+    """The real database, whose first write transaction waits at a gate."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.engine = db.engine
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(10)
+        return self._db.write(work)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def serving_status(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.RpcError:
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return answer.status
+
+
+def test_stop_answers_a_spend_in_flight_and_refuses_new_calls(ctx: AppContext) -> None:
+    open_account(ctx, "a", "5")
+    gated = GatedWrites(ctx.db)
+    running = build_server(replace(ctx, db=gated), listen="127.0.0.1:0", tokens={})  # type: ignore[arg-type]
+    port = running.port
+    with CreditlineClient(f"127.0.0.1:{port}", backoff=0) as client, ThreadPoolExecutor(2) as pool:
+        spend = pool.submit(client.spend_credits, "a", "2", idempotency_key="in-flight")
+        assert gated.entered.wait(10)  # the spend's flush is inside its transaction
+        stopping = pool.submit(running.stop, 30)
+        deadline = time.monotonic() + 10
+        while serving_status(port) == health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, "the stop never began"
+            time.sleep(0.01)  # waiting for a condition, with a deadline
+
+        gated.gate.set()
+        answered = spend.result(20)
+        stopping.result(30)
+
+        with pytest.raises(Unavailable):
+            client.get_balance("a", timeout=2)
+    assert answered.available == "3"
+    assert queries.get_balance(ctx, "a").balance == c("3")
