@@ -191,6 +191,7 @@ def _checkout_session(head: _Head, session: _Fields) -> StripeEvent:
             or session.text("client_reference_id", required=False)
         ),
         package_id=session.metadata_value("package_id"),
+        package_credits=session.metadata_value("credits"),
         plan_id=session.metadata_value("plan_id"),
         payment_intent_id=session.ref("payment_intent", required=False),
         subscription_id=session.ref("subscription", required=False),

@@ -42,6 +42,9 @@ class CheckoutCompleted:
     subscription_id: str
     amount_total: int
     currency: str
+    # The package's credits when the session was created (micro-credits); None for a session
+    # created before they were recorded in its metadata.
+    package_credits: int | None = None
 
 
 @dataclass(frozen=True)

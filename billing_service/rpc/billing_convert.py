@@ -8,7 +8,7 @@ from datetime import datetime
 from creditline.v1 import catalog_pb2, stripe_event_pb2, subscription_pb2
 from google.protobuf.message import Message
 
-from billing_service.domain.amounts import format_amount
+from billing_service.domain.amounts import format_amount, parse_amount
 from billing_service.domain.catalog import CreditPackage, Interval, Plan
 from billing_service.domain.errors import InvalidField
 from billing_service.domain.stripe_events import (
@@ -147,6 +147,11 @@ def _payload(message: stripe_event_pb2.StripeEvent) -> Payload:
             subscription_id=c.subscription_id,
             amount_total=c.amount_total,
             currency=c.currency,
+            package_credits=parse_amount(
+                c.package_credits, "event.checkout_session.package_credits"
+            )
+            if c.package_credits
+            else None,
         )
     if kind == "subscription":
         s = message.subscription

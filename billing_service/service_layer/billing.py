@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from billing_service.domain.amounts import format_amount
 from billing_service.domain.catalog import CreditPackage, Plan
 from billing_service.domain.errors import (
     FailedPrecondition,
@@ -100,6 +101,9 @@ def create_checkout_session(
     metadata = {"account_id": account_id}
     if isinstance(item, CreditPackage):
         metadata["package_id"] = item.id
+        # What this session sells: its completion grants these, even if a catalog push has
+        # changed the package's credits meanwhile.
+        metadata["credits"] = format_amount(item.credits)
     else:
         metadata["plan_id"] = item.id
     session = stripe.create_checkout_session(

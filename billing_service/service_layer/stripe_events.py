@@ -159,9 +159,11 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
     item = tx.catalog.get(session.package_id)
     if not isinstance(item, CreditPackage):
         raise NotFound("CATALOG_ITEM", "package_id", session.package_id or "(none)")
+    # The credits the session was created to sell; the catalog's only for older sessions.
+    credits = item.credits if session.package_credits is None else session.package_credits
     bucket, _ = opened.book.grant(
         source=GrantSource.PURCHASE,
-        amount=item.credits,
+        amount=credits,
         priority=None,
         effective_at=None,
         expires_at=None,
@@ -178,7 +180,7 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
             checkout_session_id=session.session_id,
             account_id=account_id,
             package_id=item.id,
-            credits=item.credits,
+            credits=credits,
             grant_id=bucket.id,
             payment_intent_id=session.payment_intent_id,
             amount_total=session.amount_total,
@@ -192,7 +194,7 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
     _unpark(tx, session.payment_intent_id, now)
     return EventResult(
         EventOutcome.APPLIED,
-        f"granted {format_amount(item.credits)} credits of {item.id} to {account_id}",
+        f"granted {format_amount(credits)} credits of {item.id} to {account_id}",
         (bucket.id,),
     )
 

@@ -136,7 +136,8 @@ def test_a_package_checkout_is_a_payment_for_a_new_customer_reused_after(
     assert kinds == ["customer", "checkout", "checkout"]
     _, pack = stripe_port.calls[1]
     assert pack["mode"] == "payment" and pack["price"] == "price_pack_500"
-    assert pack["metadata"] == {"account_id": "buyer", "package_id": "pack_500"}
+    # The credits on sale ride with the session: its completion grants them (see the webhooks).
+    assert pack["metadata"] == {"account_id": "buyer", "package_id": "pack_500", "credits": "500"}
     _, plan = stripe_port.calls[2]
     assert plan["mode"] == "subscription"
     assert plan["metadata"] == {"account_id": "buyer", "plan_id": "pro_yearly"}
@@ -343,6 +344,21 @@ def test_an_account_without_a_subscription_has_empty_entitlements(
                 ),
             ),
             "event.checkout_session.mode",
+        ),
+        (
+            stripe_event_pb2.StripeEvent(
+                event_id="evt_1",
+                create_time=_ts(START),
+                checkout_session=stripe_event_pb2.CheckoutSessionPayload(
+                    session_id="cs_1",
+                    mode="payment",
+                    payment_status="paid",
+                    account_id="buyer",
+                    package_id="pack_100",
+                    package_credits="-5",
+                ),
+            ),
+            "event.checkout_session.package_credits",
         ),
         (
             stripe_event_pb2.StripeEvent(

@@ -214,6 +214,26 @@ async def test_a_pack_refunded_and_disputed(
     assert (view.balance, view.available, view.frozen) == ("0", "0", "0")
 
 
+async def test_a_pack_grants_the_credits_its_session_was_created_to_sell(
+    gateway: TestClient, creditline: CreditlineClient
+) -> None:
+    # The session was created when pack_2000 sold 1500 credits; a catalog push has raised them
+    # to 2000 since. The buyer paid for 1500, and gets 1500.
+    session = shapes.checkout_session(
+        customer=CUSTOMER,
+        metadata={"account_id": ACCOUNT, "package_id": "pack_2000", "credits": "1500"},
+        amount_total=2000,
+        payment_intent="pi_old_offer",
+    )
+    assert await deliver(gateway, shapes.event("checkout.session.completed", session)) == "applied"
+    assert balance(creditline) == 1500
+    charge = shapes.charge(
+        customer=CUSTOMER, payment_intent="pi_old_offer", amount=2000, amount_refunded=1000
+    )
+    assert await deliver(gateway, shapes.event("charge.refunded", charge)) == "applied"
+    assert balance(creditline) == 750  # half refunded: half of what was granted
+
+
 async def test_a_failed_payment_intent_is_acknowledged(
     gateway: TestClient, creditline: CreditlineClient
 ) -> None:

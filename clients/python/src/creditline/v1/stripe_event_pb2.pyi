@@ -164,6 +164,7 @@ class CheckoutSessionPayload(_message.Message):
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_TOTAL_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    PACKAGE_CREDITS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id, such as "cs_test_123"."""
     mode: _builtins.str
@@ -186,6 +187,12 @@ class CheckoutSessionPayload(_message.Message):
     """The amount paid in the currency's minor unit."""
     currency: _builtins.str
     """The ISO currency code."""
+    package_credits: _builtins.str
+    """The package's credits when the session was created, a decimal string, from the session's
+    metadata: the purchase grants these, whatever the catalog says by the time it completes.
+    Empty for a session created before Creditline recorded them; that grants the package's
+    current credits.
+    """
     def __init__(
         self,
         *,
@@ -200,10 +207,11 @@ class CheckoutSessionPayload(_message.Message):
         subscription_id: _builtins.str = ...,
         amount_total: _builtins.int = ...,
         currency: _builtins.str = ...,
+        package_credits: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_total", b"amount_total", "currency", b"currency", "customer_id", b"customer_id", "mode", b"mode", "package_id", b"package_id", "payment_intent_id", b"payment_intent_id", "payment_status", b"payment_status", "plan_id", b"plan_id", "session_id", b"session_id", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_total", b"amount_total", "currency", b"currency", "customer_id", b"customer_id", "mode", b"mode", "package_credits", b"package_credits", "package_id", b"package_id", "payment_intent_id", b"payment_intent_id", "payment_status", b"payment_status", "plan_id", b"plan_id", "session_id", b"session_id", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
