@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -47,6 +48,9 @@ class AccessLogInterceptor(ServerInterceptor):
                 call = _LoggedCall(context, method, done)
                 try:
                     response = await behaviour(request, call)
+                except asyncio.CancelledError:  # the caller went away or its deadline passed
+                    call.end(grpc.StatusCode.CANCELLED)
+                    raise
                 except BaseException:
                     call.end(grpc.StatusCode.UNKNOWN)
                     raise

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import grpc
 import pytest
 from creditline import CreditlineClient
 from creditline.errors import Unavailable
+from creditline.v1 import credit_service_pb2, credit_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from billing_service.rpc.server import build_server
@@ -76,4 +78,39 @@ def test_stop_answers_a_spend_in_flight_and_refuses_new_calls(ctx: AppContext) -
         with pytest.raises(Unavailable):
             client.get_balance("a", timeout=2)
     assert answered.available == "3"
+    assert queries.get_balance(ctx, "a").balance == c("3")
+
+
+def test_a_caller_that_gives_up_is_logged_cancelled_and_its_spend_lands_once(
+    ctx: AppContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="creditline.access")
+    open_account(ctx, "a", "5")
+    gated = GatedWrites(ctx.db)
+    running = build_server(replace(ctx, db=gated), listen="127.0.0.1:0", tokens={})  # type: ignore[arg-type]
+    request = credit_service_pb2.SpendCreditsRequest(
+        account_id="a", amount="2", idempotency_key="gave-up"
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = credit_service_pb2_grpc.CreditServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as gave_up:
+                stub.SpendCredits(request, timeout=0.5)  # the flush is held at the gate
+            assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+            def logged_codes() -> list[str]:
+                return [r.code for r in caplog.records if r.name == "creditline.access"]  # type: ignore[attr-defined]
+
+            deadline = time.monotonic() + 10
+            while "CANCELLED" not in logged_codes():
+                assert time.monotonic() < deadline, f"no CANCELLED line: {logged_codes()}"
+                time.sleep(0.01)  # waiting for a condition, with a deadline
+            gated.gate.set()
+
+            retried = stub.SpendCredits(request, timeout=10)
+    finally:
+        running.stop(5)
+    # The cancelled call's write was already in its flush: it landed, and the retry replays it.
+    assert retried.replayed
+    assert retried.available == "3"
     assert queries.get_balance(ctx, "a").balance == c("3")
