@@ -82,12 +82,9 @@ def save_book(tx: Tx, opened: OpenBook) -> None:
     tx.ledger.append(book.new_entries)
     for hold in opened.expired_holds:
         tx.reservations.save(hold)
-    tx.accounts.save_sums(
-        book.account_id,
-        balance=book.balance,
-        held=book.held,
-        sweep_due_at=_next_sweep(tx, opened),
-    )
+    sums = _changed_sums(tx, opened)
+    if sums is not None:
+        tx.accounts.save_sums(book.account_id, balance=sums[1], held=sums[2], sweep_due_at=sums[3])
 
 
 def save_books(tx: Tx, books: list[OpenBook]) -> None:
@@ -99,9 +96,18 @@ def save_books(tx: Tx, books: list[OpenBook]) -> None:
     for opened in books:
         for hold in opened.expired_holds:
             tx.reservations.save(hold)
-    tx.accounts.save_sums_many(
-        [(o.book.account_id, o.book.balance, o.book.held, _next_sweep(tx, o)) for o in books]
-    )
+    changed = (_changed_sums(tx, o) for o in books)
+    tx.accounts.save_sums_many([sums for sums in changed if sums is not None])
+
+
+def _changed_sums(tx: Tx, opened: OpenBook) -> tuple[str, int, int, datetime | None] | None:
+    """The account's new (id, balance, held, sweep_due_at), or None when they are what the
+    lock read: a flush of replays and refusals writes no row."""
+    book, locked = opened.book, opened.locked
+    due = _next_sweep(tx, opened)
+    if (book.balance, book.held, due) == (locked.balance, locked.held, locked.sweep_due_at):
+        return None
+    return book.account_id, book.balance, book.held, due
 
 
 def _next_sweep(tx: Tx, opened: OpenBook) -> datetime | None:

@@ -299,3 +299,40 @@ async def test_coroutines_and_threads_share_flushes_on_one_account(
     again = await credits.spend_credits.run_async(ctx, **request(f"co-{paid}"))  # type: ignore[arg-type]
     assert again.replayed
     assert queries.get_balance(ctx, "hot").balance == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_flush_of_replays_and_refusals_leaves_the_account_row_alone(
+    ctx: AppContext, engine: Engine
+) -> None:
+    """PostgreSQL gives an updated row a new xmin even when no value changed: it must not move."""
+    open_account(ctx, "a", "5")
+
+    def row_version() -> str:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT xmin FROM accounts WHERE id = 'a'").scalar())
+
+    def spend(amount: str, key: str) -> object:
+        try:
+            return credits.spend_credits(
+                ctx,
+                account_id="a",
+                amount=c(amount),
+                feature="",
+                request_id="",
+                metadata={},
+                idempotency_key=key,
+            )
+        except InsufficientCredits as refused:
+            return refused
+
+    spend("2", "paid")
+    before = row_version()
+    assert isinstance(spend("9", "refused"), InsufficientCredits)
+    replay = spend("2", "paid")
+    assert isinstance(replay, Outcome) and replay.replayed
+    assert row_version() == before  # nothing moved, nothing written
+    spend("1", "paid-again")
+    assert row_version() != before  # a real spend does write it
+    assert queries.get_balance(ctx, "a").balance == c("2") == ledger_sum(engine, "a")
