@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Dialect, String, any_, bindparam, or_, select, tuple_
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, or_, select, tuple_
 
 from billing_service.db.accounts import Sums, parse_sources
 from billing_service.db.codec import (
@@ -18,6 +16,7 @@ from billing_service.db.codec import (
     opt_to_micros,
     to_micros,
 )
+from billing_service.db.driver_sql import POSTGRESQL, driver_sql
 from billing_service.db.tables import accounts, buckets
 from billing_service.db.write_behind import Writes, keyed_update, table_insert
 from billing_service.domain.model import Bucket, GrantSource, GrantStatus
@@ -87,7 +86,7 @@ class BucketRepository:
         # The hottest read: run on the driver connection (the statement compiled once per
         # dialect), which skips SQLAlchemy's per-row result processing, about half its cost.
         driver: Any = self._conn.connection.driver_connection
-        sql, params = _raw_sql(self._conn.dialect)
+        sql, params = driver_sql(self._conn.dialect, _SUMS_AND_LIVE)
         rows = driver.execute(sql, {**params, "account_id": account_id}).fetchall()
         if not rows:
             return None
@@ -99,7 +98,7 @@ class BucketRepository:
         """sums_and_live for several accounts in one statement (PostgreSQL only), by account;
         accounts that do not exist are left out."""
         driver: Any = self._conn.connection.driver_connection
-        sql, params = _MANY_SQL
+        sql, params = driver_sql(POSTGRESQL, _SUMS_AND_LIVE_MANY)
         rows = driver.execute(sql, {**params, "account_ids": sorted(set(account_ids))}).fetchall()
         found: dict[str, tuple[Sums, list[Bucket]]] = {}
         for row in rows:
@@ -193,29 +192,6 @@ def _row(b: Bucket) -> dict[str, Any]:
         "metadata": dump_map(b.metadata),
         "created_at": to_micros(b.created_at),
     }
-
-
-_RAW_SQL: dict[str, tuple[str, dict[str, Any]]] = {}
-
-
-def _raw_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:
-    """_SUMS_AND_LIVE as the driver's SQL, in a named parameter style it understands, with
-    the values of its fixed parameters."""
-    found = _RAW_SQL.get(dialect.name)
-    if found is None:
-        target = sqlite_dialect(paramstyle="named") if dialect.name == "sqlite" else dialect
-        compiled = _SUMS_AND_LIVE.compile(dialect=target)
-        found = (str(compiled), dict(compiled.params))
-        _RAW_SQL[dialect.name] = found
-    return found
-
-
-def _compiled_many() -> tuple[str, dict[str, Any]]:
-    compiled = _SUMS_AND_LIVE_MANY.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
-    return str(compiled), dict(compiled.params)
-
-
-_MANY_SQL = _compiled_many()
 
 
 def _bucket_from_tuple(row: Sequence[Any], at: int) -> Bucket:

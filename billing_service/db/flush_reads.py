@@ -16,10 +16,10 @@ from typing import Any
 
 from psycopg.rows import dict_row
 from sqlalchemy import ARRAY, Connection, String, any_, bindparam, func, or_, select
-from sqlalchemy.dialects import postgresql
 
 from billing_service.db.accounts import AccountRepository, LockedAccount, locked_account
 from billing_service.db.buckets import BucketRepository, bucket_from_row
+from billing_service.db.driver_sql import POSTGRESQL, driver_sql
 from billing_service.db.idempotency import IdempotencyRecord, IdempotencyRepository
 from billing_service.db.reservations import ReservationRepository, reservation_from_row
 from billing_service.db.tables import accounts, buckets, idempotency_records, reservations
@@ -41,7 +41,6 @@ def _ids(name: str) -> Any:
     return any_(bindparam(name, type_=ARRAY(String)))
 
 
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 # The accounts named and those of the named holds, as one array: `id = ANY(array)` keeps
 # to the primary key's index (an OR with a subquery would scan the table).
 _OF_HOLDS = (
@@ -67,13 +66,8 @@ _KEYS = select(
 ).where(idempotency_records.c.key == _ids("keys"))
 
 
-def _compiled(statement: Any) -> tuple[str, dict[str, Any]]:
-    compiled = statement.compile(dialect=_PG)
-    return str(compiled), dict(compiled.params)
-
-
-_PG_LOCK, _PG_LIVE = _compiled(_LOCK), _compiled(_LIVE)
-_PG_HOLDS, _PG_KEYS = _compiled(_HOLDS), _compiled(_KEYS)
+_PG_LOCK, _PG_LIVE = driver_sql(POSTGRESQL, _LOCK), driver_sql(POSTGRESQL, _LIVE)
+_PG_HOLDS, _PG_KEYS = driver_sql(POSTGRESQL, _HOLDS), driver_sql(POSTGRESQL, _KEYS)
 
 
 def lock_and_read(

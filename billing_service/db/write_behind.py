@@ -38,16 +38,12 @@ from sqlalchemy import (
     insert,
     update,
 )
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.dml import Insert, Update, UpdateBase
 
-Row = Mapping[str, Any]
+from billing_service.db.driver_sql import driver_sql
 
-# Statements compiled to the driver's SQL, by (dialect, statement, column keys): built once.
-# Only module-level statements are held, so this stays small.
-_COMPILED: dict[tuple[str, UpdateBase, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
+Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -143,23 +139,6 @@ def _array_sql(statement: UpdateBase, keys: tuple[str, ...]) -> tuple[str, tuple
     else:
         return None
     _ARRAYS[cache_key] = found
-    return found
-
-
-def driver_sql(
-    dialect: Dialect, statement: UpdateBase, keys: Sequence[str]
-) -> tuple[str, dict[str, Any]]:
-    """The statement as the driver's SQL with named parameters, and its fixed parameters.
-
-    keys are the row's keys: an INSERT without explicit values inserts exactly those columns.
-    """
-    cache_key = (dialect.name, statement, tuple(keys))
-    found = _COMPILED.get(cache_key)
-    if found is None:
-        target = sqlite_dialect(paramstyle="named") if dialect.name == "sqlite" else dialect
-        compiled: Compiled = statement.compile(dialect=target, column_keys=list(keys))
-        found = (str(compiled), {k: v for k, v in compiled.params.items() if k not in keys})
-        _COMPILED[cache_key] = found
     return found
 
 
