@@ -152,9 +152,8 @@ class ServerProcess:
             encoding="utf-8",
             errors="replace",
         )
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._lines: list[str] = []
-        self._closed = False
         assert self._proc.stderr is not None
         self._reader = threading.Thread(target=self._drain, args=(self._proc.stderr,), daemon=True)
         self._reader.start()
@@ -192,12 +191,12 @@ class ServerProcess:
 
     def stderr_text(self) -> str:
         """Everything the server wrote to stderr so far."""
-        with self._changed:
+        with self._lock:
             return "\n".join(self._lines)
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log records so far; non-JSON lines (tracebacks) come back as messages."""
-        with self._changed:
+        with self._lock:
             lines = list(self._lines)
         return [_as_record(line) or {"level": "RAW", "message": line} for line in lines]
 
@@ -235,13 +234,9 @@ class ServerProcess:
 
     def _drain(self, stream: IO[str]) -> None:
         for line in stream:
-            with self._changed:
+            with self._lock:
                 self._lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
         stream.close()
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
 
 
 def _as_record(line: str) -> dict[str, Any] | None:
