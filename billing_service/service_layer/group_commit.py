@@ -5,10 +5,12 @@ Calls are spread over lanes by a hash of their account id (of the hold id for co
 releases, whose account is not known until the flush reads it); a lane has at most one flush
 in flight. With one lane (the default) an account has at most one flush in flight; with more,
 a spend and a commit on one account may flush at once in two lanes, and the account's row
-lock makes the second wait. Calls that arrive while a lane flushes queue behind it, and the first of
-them leads the next flush, taking up to MAX_BATCH queued calls into one transaction: one lock
-statement for all their accounts (in id order, so flushes of different lanes or processes
-cannot deadlock), one read of the idempotency keys, one of the buckets, batched writes, one
+lock makes the second wait. Calls that arrive while a lane flushes queue behind it
+(service_layer/coalescing), and the next flush takes up to MAX_BATCH of them into one
+transaction: it is led by the first queued call's thread or, for the server's coroutine
+handlers, run on the committer's own thread for the lane. A flush is one lock statement for
+all their accounts (in id order, so flushes of different lanes or processes cannot
+deadlock), one read of the idempotency keys, one of the buckets, batched writes and one
 COMMIT. On PostgreSQL that is two round trips: the lock and the reads go in one pipeline
 (db/flush_reads), every write and the COMMIT in another (db/write_behind). One lane (the
 default) makes the biggest batches, which measured fastest; more lanes let one flush's Python
