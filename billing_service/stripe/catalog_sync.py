@@ -18,6 +18,8 @@ one is deactivated; subscriptions already on the old price keep it until they ch
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -197,7 +199,7 @@ def _push_item(client: stripe.StripeClient, item: CatalogItem, progress: Progres
     if old is not None and not differences:
         pushed = PushedItem(item.id, kind, product_id, old.id, product_change, Change.UNCHANGED)
     else:
-        price_id = _create_price(client, item, wanted)
+        price_id = _create_price(client, item, wanted, replacing=old.id if old else "")
         if old is not None and old.active:
             with translated(f"deactivating price {old.id} of {kind} {item.id}"):
                 client.v1.prices.update(old.id, params={"active": False})
@@ -211,7 +213,27 @@ def _push_item(client: stripe.StripeClient, item: CatalogItem, progress: Progres
             replaced_price_id="" if old is None else old.id,
         )
     progress(_describe(pushed, differences))
+    _retire_strays(client, item, pushed.price_id, progress)
     return pushed
+
+
+def _retire_strays(
+    client: stripe.StripeClient, item: CatalogItem, keep: str, progress: Progress
+) -> None:
+    """Deactivate the item's other active prices: a push stopped between creating a
+    replacement and deactivating the old price leaves the old one on sale. The price holding
+    the lookup key is never touched (a concurrent push may have just created it)."""
+    kind, product_id = _kind(item), product_id_for(item)
+    with translated(f"listing the active prices of {kind} {item.id}"):
+        active = client.v1.prices.list(
+            params={"product": product_id, "active": True, "limit": 100}
+        ).data
+    for price in active:
+        if price.id == keep or price.lookup_key == item.lookup_key:
+            continue
+        with translated(f"deactivating stray price {price.id} of {kind} {item.id}"):
+            client.v1.prices.update(price.id, params={"active": False})
+        progress(f"deactivated stray price {price.id} of {kind} {item.id} (kept {keep})")
 
 
 def _ensure_product(client: stripe.StripeClient, item: CatalogItem) -> tuple[str, Change]:
@@ -273,7 +295,13 @@ def _differences(price: stripe.Price, wanted: _WantedPrice) -> list[str]:
     return [f"{key} {found[key]} -> {want[key]}" for key in want if found[key] != want[key]]
 
 
-def _create_price(client: stripe.StripeClient, item: CatalogItem, wanted: _WantedPrice) -> str:
+def _create_price(
+    client: stripe.StripeClient, item: CatalogItem, wanted: _WantedPrice, *, replacing: str
+) -> str:
+    """Create the price and return its id. The idempotency key names what the price sells and
+    the price it replaces: a push retried after a lost answer gets the same price back, and
+    two pushes of one change at once make one price; a change undone and redone (A, B, A)
+    replaces a different price each time, so it never replays an old, deactivated one."""
     params: PriceCreateParams = {
         "product": wanted.product,
         "unit_amount": wanted.unit_amount,
@@ -287,8 +315,13 @@ def _create_price(client: stripe.StripeClient, item: CatalogItem, wanted: _Wante
     }
     if wanted.interval is not None:
         params["recurring"] = {"interval": wanted.interval}
+    digest = hashlib.sha256(
+        json.dumps([item.id, replacing, params], sort_keys=True).encode()
+    ).hexdigest()
     with translated(f"creating the price of {_kind(item)} {item.id}"):
-        return client.v1.prices.create(params=params).id
+        return client.v1.prices.create(
+            params=params, options={"idempotency_key": f"creditline-price:{digest}"}
+        ).id
 
 
 def _item_from_price(price: stripe.Price) -> CatalogItem:

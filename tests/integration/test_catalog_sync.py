@@ -404,3 +404,84 @@ def test_a_push_that_stripe_fails_leaves_the_database_as_it_was(
 
     # Checkout still sells the old price, so a purchase must still grant the old credits.
     assert catalog_in_db(ctx) == before
+
+
+def test_a_push_cut_off_before_deactivating_the_old_price_is_finished_by_the_next(
+    ctx: AppContext, stripe_client: stripe.StripeClient, fake_stripe: FakeStripe, tmp_path: Path
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    old_id = catalog_in_db(ctx)["pack_500"].stripe_price_id
+    document = default_document()
+    entry(document, "pack_500")["unit_amount"] = 600
+    path = write_catalog(tmp_path, document)
+    # A push of that change got as far as creating the replacement (which took the lookup key)
+    # and was stopped before it deactivated the old price or wrote the database.
+    old = fake_stripe.object(old_id)
+    replacement = stripe_client.v1.prices.create(
+        params={
+            "product": old["product"],
+            "unit_amount": 600,
+            "currency": old["currency"],
+            "nickname": old["nickname"],
+            "lookup_key": old["lookup_key"],
+            "transfer_lookup_key": True,
+            "metadata": old["metadata"],
+        }
+    )
+    assert fake_stripe.object(old_id)["active"] is True  # still on sale
+    lines: list[str] = []
+
+    report = push_catalog(ctx.db, stripe_client, path, ctx.clock, lines.append)
+
+    (item,) = [i for i in report.items if i.item_id == "pack_500"]
+    assert item.price_id == replacement.id
+    assert fake_stripe.object(old_id)["active"] is False
+    assert fake_stripe.object(replacement.id)["active"] is True
+    assert f"deactivated stray price {old_id} of package pack_500" in "\n".join(lines)
+    assert catalog_in_db(ctx)["pack_500"].stripe_price_id == replacement.id
+    active = [p for p in fake_stripe.objects("price") if p["active"]]
+    assert len(active) == DEFAULT_ITEMS  # one on sale per item
+
+
+def test_creating_a_price_is_idempotent_per_change_and_per_price_replaced(
+    ctx: AppContext, stripe_client: stripe.StripeClient, fake_stripe: FakeStripe, tmp_path: Path
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    document = default_document()
+    entry(document, "pack_500")["unit_amount"] = 600
+    before = len(fake_stripe.requests)
+    first = push_catalog(ctx.db, stripe_client, write_catalog(tmp_path, document), ctx.clock, quiet)
+    (create,) = [
+        r for r in fake_stripe.requests[before:] if (r.method, r.path) == ("POST", "/v1/prices")
+    ]
+    assert create.idempotency_key and create.idempotency_key.startswith("creditline-price:")
+    (changed,) = first.updated
+
+    # The same request again (a push retried after a lost answer) gets the same price back.
+    again = stripe_client.v1.prices.create(
+        params=fake_stripe_params(create.params),
+        options={"idempotency_key": create.idempotency_key},
+    )
+    assert again.id == changed.price_id
+
+    # Undo the change: the replacement has its own key (it replaces another price), so it is
+    # a new price, not a replay of the original, now deactivated one.
+    restored = push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    (undone,) = restored.updated
+    assert undone.price_id not in (changed.price_id, changed.replaced_price_id)
+    assert fake_stripe.object(undone.price_id)["active"] is True
+
+
+def fake_stripe_params(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded create's form params (strings, bracketed keys) as the client's params."""
+    params: dict[str, Any] = {"metadata": {}}
+    for key, value in recorded.items():
+        if key.startswith("metadata["):
+            params["metadata"][key[len("metadata[") : -1]] = value
+        elif key == "transfer_lookup_key":
+            params[key] = value == "true"
+        elif key == "unit_amount":
+            params[key] = int(value)
+        else:
+            params[key] = value
+    return params
