@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from billing_service.db import dataclass_json as codec
 from billing_service.domain.amounts import format_amount
@@ -78,10 +79,21 @@ def apply_stripe_event(
         ctx.clock,
         operation="ApplyStripeEvent",
         key=idempotency_key,
-        request={"event": event},
+        request={"event": _as_fingerprinted(event)},
         result_type=EventResult,
         work=work,
     )
+
+
+def _as_fingerprinted(event: StripeEvent) -> Any:
+    """The event as its idempotency fingerprint sees it: without a checkout's package_credits,
+    which was added later. Records stored before it keep matching their events (stripe
+    reconcile resends them), and so does an event retried through a gateway of the other
+    version. A Stripe event never changes, so leaving the field out hides no other request."""
+    plain = codec.to_plain(event)
+    if isinstance(event.payload, CheckoutCompleted):
+        del plain["payload"]["package_credits"]
+    return plain
 
 
 def _dispatch(ctx: AppContext, tx: Tx, event: StripeEvent, now: datetime) -> EventResult:

@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import Engine
 
 from billing_service.catalog.commands import seed_default_catalog
+from billing_service.db import dataclass_json as codec
+from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.amounts import parse_amount
 from billing_service.domain.clock import ManualClock
 from billing_service.domain.errors import NotFound
@@ -642,3 +644,45 @@ def test_switching_monthly_to_yearly_pays_the_year(shop: AppContext, clock: Manu
         clock.set(add_months(switch, month))
         assert allowances.grant_due_allowances(shop) == 1
     assert balance(shop)[0] == credits_("26000")
+
+
+# What the release before package_credits stored as the fingerprint of this very event.
+FINGERPRINT_BEFORE_PACKAGE_CREDITS = (
+    "6deffbd0866bb32eabf3af9dcad180aba98260d6d03dad2fb600f8662eb1d821"
+)
+
+
+@pytest.mark.parametrize("package_credits", [None, 1_500_000_000])
+def test_an_event_stored_before_package_credits_still_replays(
+    ctx: AppContext, clock: ManualClock, package_credits: int | None
+) -> None:
+    """stripe reconcile resends events under their keys; a record stored by the release before
+    package_credits existed must still match, whatever this gateway now sends."""
+    event = StripeEvent(
+        "evt_123",
+        "checkout.session.completed",
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        CheckoutCompleted(
+            session_id="cs_1",
+            mode="payment",
+            payment_status="paid",
+            customer_id="cus_1",
+            account_id="acct",
+            package_id="pack_500",
+            plan_id="",
+            payment_intent_id="pi_1",
+            subscription_id="",
+            amount_total=500,
+            currency="usd",
+            package_credits=package_credits,
+        ),
+    )
+    earlier = EventResult(EventOutcome.APPLIED, "granted 500 credits of pack_500 to acct")
+    record = IdempotencyRecord(
+        "ApplyStripeEvent", FINGERPRINT_BEFORE_PACKAGE_CREDITS, codec.dumps(earlier)
+    )
+    ctx.db.write(lambda tx: tx.idempotency.add("stripe:evt_123", record, clock.now()))
+
+    outcome = stripe_events.apply_stripe_event(ctx, event, idempotency_key="stripe:evt_123")
+
+    assert outcome.replayed and outcome.result == earlier
