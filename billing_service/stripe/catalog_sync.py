@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,7 +38,7 @@ from billing_service.domain.catalog import (
     RenewalPolicy,
     check_item,
 )
-from billing_service.domain.errors import InvalidField
+from billing_service.domain.errors import FailedPrecondition, InvalidField
 from billing_service.stripe.errors import domain_error, is_missing, translated
 
 Progress = Callable[[str], None]
@@ -51,6 +52,8 @@ ROLLOVER_CAP = "rolloverCap"
 # The price metadata push owns; other keys someone set by hand are left alone.
 MANAGED_METADATA = (INCLUDED_CREDITS, CREDITLINE_ID, CREDITLINE_KIND, RENEWAL_POLICY, ROLLOVER_CAP)
 PRODUCT_ID_PREFIX = "creditline_"
+# Stripe takes at most 10 lookup keys in one list request.
+_LOOKUP_KEYS_PER_LIST = 10
 
 _STRIPE_INTERVAL: dict[Interval, Literal["month", "year"]] = {
     Interval.MONTH: "month",
@@ -138,7 +141,35 @@ def push(
     Raises StripeUnavailable or FailedPrecondition (see billing_service.stripe.errors); the
     items pushed before the failure stay pushed, and running push again finishes the rest.
     """
-    return PushReport(tuple(_push_item(stripe_client, item, progress) for item in items))
+    report = PushReport(tuple(_push_item(stripe_client, item, progress) for item in items))
+    _confirm_on_sale(stripe_client, items, report)
+    return report
+
+
+def _confirm_on_sale(
+    client: stripe.StripeClient, items: Sequence[CatalogItem], report: PushReport
+) -> None:
+    """Check that every pushed price is active and holds its item's lookup key, so the
+    database is never pointed at a price that is not on sale (a push of another catalog may
+    have run at the same time and taken the key)."""
+    keys = {item.id: item.lookup_key for item in items}
+    holders: dict[str, stripe.Price] = {}
+    wanted = list(keys.values())
+    for start in range(0, len(wanted), _LOOKUP_KEYS_PER_LIST):
+        chunk = wanted[start : start + _LOOKUP_KEYS_PER_LIST]
+        with translated("checking the pushed prices"):
+            found = client.v1.prices.list(params={"lookup_keys": chunk, "limit": 100})
+        holders.update({price.lookup_key: price for price in found.data if price.lookup_key})
+    for pushed in report.items:
+        holder = holders.get(keys[pushed.item_id])
+        if holder is None or holder.id != pushed.price_id or not holder.active:
+            raise FailedPrecondition(
+                f"{pushed.item_id}: the price this push made ({pushed.price_id}) is no longer the "
+                "one on sale; another catalog push may have run at the same time. Nothing was "
+                "written to the database: run the push again",
+                reason="CATALOG_PUSH_RACED",
+                item_id=pushed.item_id,
+            )
 
 
 def pull(stripe_client: stripe.StripeClient, *, progress: Progress) -> list[CatalogItem]:
@@ -222,15 +253,20 @@ def _retire_strays(
 ) -> None:
     """Deactivate the item's other active prices: a push stopped between creating a
     replacement and deactivating the old price leaves the old one on sale. The price holding
-    the lookup key is never touched (a concurrent push may have just created it)."""
+    the lookup key is never touched (a concurrent push may have just created it), nor is a
+    price push did not make (one without this item's creditline_id metadata)."""
     kind, product_id = _kind(item), product_id_for(item)
     with translated(f"listing the active prices of {kind} {item.id}"):
-        active = client.v1.prices.list(
-            params={"product": product_id, "active": True, "limit": 100}
-        ).data
+        active = list(
+            client.v1.prices.list(
+                params={"product": product_id, "active": True, "limit": 100}
+            ).auto_paging_iter()
+        )
     for price in active:
         if price.id == keep or price.lookup_key == item.lookup_key:
             continue
+        if _metadata(price).get(CREDITLINE_ID) != item.id:
+            continue  # a price someone added by hand (another currency, a promotion): theirs
         with translated(f"deactivating stray price {price.id} of {kind} {item.id}"):
             client.v1.prices.update(price.id, params={"active": False})
         progress(f"deactivated stray price {price.id} of {kind} {item.id} (kept {keep})")
@@ -299,9 +335,11 @@ def _create_price(
     client: stripe.StripeClient, item: CatalogItem, wanted: _WantedPrice, *, replacing: str
 ) -> str:
     """Create the price and return its id. The idempotency key names what the price sells and
-    the price it replaces: a push retried after a lost answer gets the same price back, and
-    two pushes of one change at once make one price; a change undone and redone (A, B, A)
-    replaces a different price each time, so it never replays an old, deactivated one."""
+    the price it replaces: a push retried after a lost answer gets the same price back (two
+    pushes of one change at once make one price, or one of them gets Stripe's 409 and can be
+    run again); a change undone and redone (A, B, A)
+    replaces a different price each time, so it never replays an old, deactivated one. A replay
+    that returns a price no longer on sale is not used."""
     params: PriceCreateParams = {
         "product": wanted.product,
         "unit_amount": wanted.unit_amount,
@@ -319,9 +357,19 @@ def _create_price(
         json.dumps([item.id, replacing, params], sort_keys=True).encode()
     ).hexdigest()
     with translated(f"creating the price of {_kind(item)} {item.id}"):
-        return client.v1.prices.create(
+        price = client.v1.prices.create(
             params=params, options={"idempotency_key": f"creditline-price:{digest}"}
-        ).id
+        )
+        # A replay answers with the price as it was created; ask how it is now.
+        now = client.v1.prices.retrieve(price.id)
+        if not now.active or now.lookup_key != item.lookup_key:
+            # Stripe replayed a create of the last 24 hours whose price was archived since
+            # (by hand: a push keeps the key on its price). Make a fresh one.
+            price = client.v1.prices.create(
+                params=params,
+                options={"idempotency_key": f"creditline-price:{digest}:{uuid.uuid4().hex}"},
+            )
+    return price.id
 
 
 def _item_from_price(price: stripe.Price) -> CatalogItem:

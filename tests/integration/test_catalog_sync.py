@@ -485,3 +485,66 @@ def fake_stripe_params(recorded: dict[str, Any]) -> dict[str, Any]:
         else:
             params[key] = value
     return params
+
+
+def test_a_price_added_by_hand_to_an_items_product_is_left_on_sale(
+    ctx: AppContext, stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    ours = fake_stripe.object(catalog_in_db(ctx)["pack_500"].stripe_price_id)
+    euro = stripe_client.v1.prices.create(
+        params={"product": ours["product"], "unit_amount": 450, "currency": "eur"}
+    )
+
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+
+    assert fake_stripe.object(euro.id)["active"] is True  # not push's price: not push's to retire
+
+
+def test_a_push_whose_price_lost_its_key_meanwhile_writes_nothing(
+    ctx: AppContext, stripe_client: stripe.StripeClient, fake_stripe: FakeStripe, tmp_path: Path
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    before = catalog_in_db(ctx)
+    document = default_document()
+    entry(document, "pack_500")["unit_amount"] = 600
+    taken: list[str] = []
+
+    def meanwhile(line: str) -> None:
+        # Another push, of another catalog, replaces pack_500's price right after this one.
+        if "pack_500" in line and not taken:
+            ours = fake_stripe.object(fake_stripe.objects("price")[0]["id"])
+            rival = stripe_client.v1.prices.create(
+                params={
+                    "product": "creditline_pack_500",
+                    "unit_amount": 700,
+                    "currency": ours["currency"],
+                    "lookup_key": "creditline_pack_500",
+                    "transfer_lookup_key": True,
+                    "metadata": {"creditline_id": "pack_500"},
+                }
+            )
+            taken.append(rival.id)
+
+    with pytest.raises(FailedPrecondition) as raced:
+        push_catalog(ctx.db, stripe_client, write_catalog(tmp_path, document), ctx.clock, meanwhile)
+
+    assert raced.value.reason == "CATALOG_PUSH_RACED"
+    assert catalog_in_db(ctx) == before  # never pointed at a price that is not on sale
+
+
+def test_a_replayed_create_of_a_price_archived_by_hand_makes_a_fresh_price(
+    ctx: AppContext, stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    archived = catalog_in_db(ctx)["pack_500"].stripe_price_id
+    # Someone archives the price in the dashboard and clears its lookup key, within the 24
+    # hours in which Stripe would replay the create that made it.
+    stripe_client.v1.prices.update(archived, params={"active": False, "lookup_key": ""})
+
+    report = push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+
+    (item,) = [i for i in report.items if i.item_id == "pack_500"]
+    assert item.price_id != archived
+    assert fake_stripe.object(item.price_id)["active"] is True
+    assert catalog_in_db(ctx)["pack_500"].stripe_price_id == item.price_id
