@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 
@@ -28,6 +29,8 @@ from billing_service.domain.validation import MAX_TEXT, check_id
 from billing_service.rpc import wire
 from billing_service.rpc.convert import balance_out
 from billing_service.service_layer.billing import EntitlementsView
+
+log = logging.getLogger(__name__)
 
 _INTERVAL = {
     Interval.MONTH: catalog_pb2.BILLING_INTERVAL_MONTH,
@@ -147,11 +150,7 @@ def _payload(message: stripe_event_pb2.StripeEvent) -> Payload:
             subscription_id=c.subscription_id,
             amount_total=c.amount_total,
             currency=c.currency,
-            package_credits=parse_amount(
-                c.package_credits, "event.checkout_session.package_credits"
-            )
-            if c.package_credits
-            else None,
+            package_credits=_offered_credits(c),
         )
     if kind == "subscription":
         s = message.subscription
@@ -231,6 +230,23 @@ def _require(value: str, field: str) -> None:
 
 _STRIPE_ID = re.compile(r"[\x21-\x7e]{1,255}", re.ASCII)
 _MODES = frozenset({"payment", "subscription"})
+
+
+def _offered_credits(session: stripe_event_pb2.CheckoutSessionPayload) -> int | None:
+    """The credits a package's session was created to sell, or None: none recorded, not a
+    package, or a value this service would never have written. A paid purchase must not be
+    refused for its metadata, so that last case grants the catalog's credits (as before the
+    field existed) and says so in a warning."""
+    if not session.package_credits or session.mode != "payment":
+        return None
+    try:
+        return parse_amount(session.package_credits, "event.checkout_session.package_credits")
+    except InvalidField as error:
+        log.warning(
+            "checkout session credits metadata unreadable; granting the catalog's credits",
+            extra={"session_id": session.session_id, "error": error.message},
+        )
+        return None
 
 
 def _check_fields(message: Message, path: str) -> None:

@@ -347,21 +347,6 @@ def test_an_account_without_a_subscription_has_empty_entitlements(
         ),
         (
             stripe_event_pb2.StripeEvent(
-                event_id="evt_1",
-                create_time=_ts(START),
-                checkout_session=stripe_event_pb2.CheckoutSessionPayload(
-                    session_id="cs_1",
-                    mode="payment",
-                    payment_status="paid",
-                    account_id="buyer",
-                    package_id="pack_100",
-                    package_credits="-5",
-                ),
-            ),
-            "event.checkout_session.package_credits",
-        ),
-        (
-            stripe_event_pb2.StripeEvent(
                 event_id="not-an-event",
                 create_time=_ts(START),
                 charge=stripe_event_pb2.ChargePayload(charge_id="ch_1"),

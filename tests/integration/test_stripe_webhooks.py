@@ -234,6 +234,22 @@ async def test_a_pack_grants_the_credits_its_session_was_created_to_sell(
     assert balance(creditline) == 750  # half refunded: half of what was granted
 
 
+@pytest.mark.parametrize("credits", ["-5", "12.3456789", "lots"])
+async def test_a_pack_whose_credits_metadata_is_unreadable_grants_the_catalogs(
+    gateway: TestClient, creditline: CreditlineClient, credits: str
+) -> None:
+    # Not a value this service writes (a session made elsewhere): the buyer paid, so the
+    # purchase is granted at the catalog's credits rather than refused.
+    session = shapes.checkout_session(
+        customer=CUSTOMER,
+        metadata={"account_id": ACCOUNT, "package_id": "pack_2000", "credits": credits},
+        amount_total=2000,
+        payment_intent="pi_odd_metadata",
+    )
+    assert await deliver(gateway, shapes.event("checkout.session.completed", session)) == "applied"
+    assert balance(creditline) == 2000
+
+
 async def test_a_failed_payment_intent_is_acknowledged(
     gateway: TestClient, creditline: CreditlineClient
 ) -> None:
