@@ -49,7 +49,7 @@ class AccessLogInterceptor(ServerInterceptor):
                 try:
                     response = await behaviour(request, call)
                 except asyncio.CancelledError:  # the caller went away or its deadline passed
-                    call.end(grpc.StatusCode.CANCELLED)
+                    call.end(call.cancelled_code())
                     raise
                 except BaseException:
                     call.end(grpc.StatusCode.UNKNOWN)
@@ -125,6 +125,13 @@ class _LoggedCall:
         """Remember code for the log line, then set it."""
         self._code = code
         self._context.set_code(code)
+
+    def cancelled_code(self) -> grpc.StatusCode:
+        """Why a cancelled call ended: its deadline passed, or its caller went away."""
+        remaining = self._context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)

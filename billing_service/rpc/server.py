@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Coroutine
 from concurrent import futures
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -81,25 +80,47 @@ class _LoopThread:
         self.loop.close()
 
 
-@dataclass
 class RunningServer:
     """A started server and the port it bound."""
 
-    server: grpc.aio.Server
-    port: int
-    health: health_aio.HealthServicer
-    _loop: _LoopThread
-    _pool: futures.ThreadPoolExecutor
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health_aio.HealthServicer,
+        loop: _LoopThread,
+        pool: futures.ThreadPoolExecutor,
+    ) -> None:
+        self.port = port
+        self._server = server
+        self._health = health_servicer
+        self._loop = loop
+        self._pool = pool
+        self._stopping = threading.Lock()
+        self._stopped = False
 
     def stop(self, grace: float) -> None:
-        """Stop taking calls, let running ones finish within grace seconds, then stop."""
+        """Stop taking calls, let running ones finish within grace seconds, then stop.
+
+        Returns once the server has stopped (about grace seconds at most); a plain-function
+        handler still running past the grace period finishes in the background, and the event
+        loop (which its answer or abort needs) is closed after it. Calling stop again does
+        nothing."""
+        with self._stopping:
+            if self._stopped:
+                return
+            self._stopped = True
         self._loop.call(self._stop(grace))
-        self._loop.close()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        threading.Thread(target=self._close_when_idle, name="rpc-close", daemon=True).start()
 
     async def _stop(self, grace: float) -> None:
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+
+    def _close_when_idle(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._loop.close()
 
 
 def is_loopback(listen: str) -> bool:

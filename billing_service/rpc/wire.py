@@ -29,6 +29,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Largest timestamp we accept: year 9999, Timestamp's own limit.
 _MAX_SECONDS = 253_402_300_799
+# Smallest: 0001-01-01T00:00:00Z.
+_MIN_SECONDS = -62_135_596_800
 
 
 def enum_in(cls: type[E], prefix: str, number: int, field: str, *, required: bool) -> E | None:
@@ -107,5 +109,8 @@ def time_out(moment: datetime | None, target: Timestamp) -> None:
     """
     if moment is not None:
         since = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - _EPOCH
-        target.seconds = since.days * 86_400 + since.seconds
+        seconds = since.days * 86_400 + since.seconds
+        if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:  # as FromDatetime refuses it
+            raise OverflowError(f"{moment.isoformat()} is outside Timestamp's years 1-9999")
+        target.seconds = seconds
         target.nanos = since.microseconds * 1_000

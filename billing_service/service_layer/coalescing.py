@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,12 +82,13 @@ class Coalescer(Generic[T, R]):
     async def call_async(self, item: T, lane: int = 0) -> R:
         """call, for a coroutine: the batch runs on the coalescer's threads.
 
-        Cancelling the caller does not take its item out of a batch that has begun.
+        A caller cancelled while its call waits in the queue takes it out (it never runs); once
+        its batch has begun, the call runs to the end whatever happens to the caller.
         """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         slot: _Slot[T, R] = _Slot(item, future=future)
         if self._enqueue(lane, slot):
-            self._pool().submit(self._drain, lane)
+            self._start_drain(lane)
         return await future
 
     def _enqueue(self, lane: int, slot: _Slot[T, R]) -> bool:
@@ -103,10 +107,24 @@ class Coalescer(Generic[T, R]):
                 self._threads = ThreadPoolExecutor(self._lanes, thread_name_prefix=self._name)
             return self._threads
 
+    def _start_drain(self, lane: int) -> None:
+        """Have a coalescer thread run the lane; if none can start (the interpreter is shutting
+        down), every call queued there gets the error rather than waiting forever."""
+        try:
+            self._pool().submit(self._drain, lane)
+        except RuntimeError as error:
+            with self._lock:
+                stranded = self._queues.pop(lane, [])
+            self._settle_all(stranded, [error] * len(stranded))
+
     def _drain(self, lane: int) -> None:
         """Run the lane's batches until it is empty or a thread's call is next to lead."""
-        while self._lead(lane, hand_on=False):
-            pass
+        try:
+            while self._lead(lane, hand_on=False):
+                pass
+        except BaseException:  # a bug: say so, as the executor would keep it to itself
+            log.exception("coalescer %s: lane %d failed", self._name, lane)
+            raise
 
     def _lead(self, lane: int, *, hand_on: bool = True) -> bool:
         """Run the next batch, then hand the lane on. True when the caller should run the
@@ -115,7 +133,10 @@ class Coalescer(Generic[T, R]):
             queue = self._queues[lane]
             batch = queue[: self._max_batch]
             del queue[: self._max_batch]
-        self._finish(batch)
+        # A coroutine cancelled while it queued (its caller gave up) is not run.
+        batch = [slot for slot in batch if slot.future is None or not slot.future.cancelled()]
+        if batch:
+            self._finish(batch)
         with self._lock:
             queue = self._queues[lane]
             if not queue:
@@ -127,15 +148,22 @@ class Coalescer(Generic[T, R]):
             following.wake.set()
             return False
         if hand_on:  # a coroutine's call: the coalescer's thread runs it
-            self._pool().submit(self._drain, lane)
+            self._start_drain(lane)
             return False
         return True
 
     def _finish(self, batch: list[_Slot[T, R]]) -> None:
+        results: Sequence[R | BaseException]
         try:
             results = self._run([slot.item for slot in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} calls")
         except BaseException as error:  # every call gets it: none was answered
             results = [error] * len(batch)
+        self._settle_all(batch, results)
+
+    def _settle_all(self, batch: list[_Slot[T, R]], results: Sequence[R | BaseException]) -> None:
+        """Give each call its result or error and wake whoever waits for it."""
         waiting: dict[asyncio.AbstractEventLoop, list[_Slot[T, R]]] = {}
         for slot, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):

@@ -122,7 +122,7 @@ async def test_each_caller_gets_its_own_error_and_a_failing_batch_fails_only_its
     assert await within(coalescer.call_async(4)) == 4  # the lane went on
 
 
-async def test_a_cancelled_caller_leaves_its_batch_and_the_others_answered() -> None:
+async def test_a_caller_cancelled_while_queued_is_never_run() -> None:
     run = Gated()
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=64, name="test")
     first = asyncio.ensure_future(coalescer.call_async(1))
@@ -135,7 +135,8 @@ async def test_a_cancelled_caller_leaves_its_batch_and_the_others_answered() -> 
 
     assert await within(asyncio.gather(first, kept)) == [10, 30]
     assert doomed.cancelled()
-    assert run.batches == [[1], [2, 3]]  # its work was not taken back
+    assert run.batches == [[1], [3]]  # the caller gave up before its call began: it never ran
+    assert coalescer.queued() == 0
 
 
 def test_threads_alone_lead_in_turn() -> None:

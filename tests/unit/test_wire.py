@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,3 +31,11 @@ def test_time_out_leaves_the_field_unset_for_none() -> None:
     target = Timestamp(seconds=5)
     time_out(None, target)
     assert target.seconds == 5
+
+
+def test_time_out_refuses_what_from_datetime_refuses() -> None:
+    beyond = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=1)))  # year 10000 UTC
+    with pytest.raises(OverflowError):
+        Timestamp().FromDatetime(beyond)
+    with pytest.raises(OverflowError):
+        time_out(beyond, Timestamp())
