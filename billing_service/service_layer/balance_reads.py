@@ -45,7 +45,7 @@ class BalanceReads:
         return await self._coalescer(db).call_async(account_id)
 
     def queued(self, db: Database) -> int:
-        """Calls waiting behind the read in flight (for tests and metrics)."""
+        """Calls waiting behind the read in flight (for tests)."""
         found = self._by_db.get(id(db))
         return 0 if found is None else found[1].queued()
 

@@ -53,11 +53,6 @@ class Coalescer(Generic[T, R]):
         self._queues: dict[int, list[_Slot[T, R]]] = {}
         self._threads: ThreadPoolExecutor | None = None
 
-    @property
-    def lanes(self) -> int:
-        """How many lanes calls are spread over."""
-        return self._lanes
-
     def queued(self, lane: int = 0) -> int:
         """Calls in the lane not yet taken into a batch."""
         with self._lock:

@@ -334,12 +334,13 @@ def _differences(price: stripe.Price, wanted: _WantedPrice) -> list[str]:
 def _create_price(
     client: stripe.StripeClient, item: CatalogItem, wanted: _WantedPrice, *, replacing: str
 ) -> str:
-    """Create the price and return its id. The idempotency key names what the price sells and
-    the price it replaces: a push retried after a lost answer gets the same price back (two
-    pushes of one change at once make one price, or one of them gets Stripe's 409 and can be
-    run again); a change undone and redone (A, B, A)
-    replaces a different price each time, so it never replays an old, deactivated one. A replay
-    that returns a price no longer on sale is not used."""
+    """Create the price and return its id.
+
+    The idempotency key names what the price sells and the price it replaces. A push retried
+    after a lost answer gets the same price back; of two pushes of one change at once, one
+    makes the price and the other gets it too (or Stripe's 409, and can be run again). A change
+    undone and redone (A, B, A) replaces a different price each time, so it never replays an
+    old, deactivated one. A replay that returns a price no longer on sale is not used."""
     params: PriceCreateParams = {
         "product": wanted.product,
         "unit_amount": wanted.unit_amount,
