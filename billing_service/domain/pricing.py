@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal
 
 from billing_service.domain.amounts import MICROS_PER_CREDIT
@@ -71,6 +72,8 @@ PRICE_FIELDS = (
     "per_request",
     "per_unit",
 )
+# The price field of each token class, in TokenClass order.
+_PRICE_FIELD: Mapping[TokenClass, str] = dict(zip(TokenClass, PRICE_FIELDS, strict=True))
 
 
 class OverrunPolicy(StrEnum):
@@ -104,18 +107,23 @@ class ModelPrice:
         Reasoning tokens without a price of their own are billed at the output price, as the
         providers that bill them do.
         """
-        price: Decimal | None = {
-            TokenClass.INPUT: self.input_per_mtok,
-            TokenClass.CACHED_INPUT: self.cached_input_per_mtok,
-            TokenClass.CACHE_WRITE: self.cache_write_per_mtok,
-            TokenClass.OUTPUT: self.output_per_mtok,
-            TokenClass.REASONING: self.reasoning_per_mtok,
-            TokenClass.REQUEST: self.per_request,
-            TokenClass.UNIT: self.per_unit,
-        }[token_class]
+        price: Decimal | None = getattr(self, _PRICE_FIELD[token_class])
         if price is None and token_class is TokenClass.REASONING:
             return self.output_per_mtok
         return price
+
+    @cached_property
+    def rates(self) -> tuple[tuple[TokenClass, str, Decimal | None, Decimal | None], ...]:
+        """Per token class, in order: its usage field, its price (price_of) and the USD price
+        of one token, request or unit (None where unpriced). Worked out once per price."""
+        rates = []
+        for token_class in TokenClass:
+            price = self.price_of(token_class)
+            per_one = price
+            if price is not None and token_class in PER_MILLION:
+                per_one = _EXACT.divide(price, _MILLION)
+            rates.append((token_class, QUANTITY_FIELD[token_class], price, per_one))
+        return tuple(rates)
 
 
 @dataclass(frozen=True)
@@ -143,10 +151,18 @@ class PriceBook:
 
     def model(self, provider: str, model: str) -> ModelPrice:
         """The model's price, or NotFound naming it."""
+        price = self._by_model.get((provider, model))
+        if price is None:
+            raise NotFound("MODEL", "model", f"{provider}/{model}")
+        return price
+
+    @cached_property
+    def _by_model(self) -> dict[tuple[str, str], ModelPrice]:
+        """The models by provider and model; the first wins, as a scan in order would."""
+        found: dict[tuple[str, str], ModelPrice] = {}
         for price in self.models:
-            if price.provider == provider and price.model == model:
-                return price
-        raise NotFound("MODEL", "model", f"{provider}/{model}")
+            found.setdefault((price.provider, price.model), price)
+        return found
 
     def tier(self, name: str) -> Tier:
         """The tier, or NotFound naming it."""
@@ -396,11 +412,6 @@ def price_case(
     )
 
 
-# Each token class with its usage field and whether it is priced per million, in order;
-# only OUTPUT's quantity depends on the case (max_output_tokens).
-_CLASSES = tuple((tc, QUANTITY_FIELD[tc], tc in PER_MILLION) for tc in TokenClass)
-
-
 def _price_line(
     book: PriceBook,
     line: UsageLine,
@@ -423,7 +434,7 @@ def _price_line(
         _EXACT.add(1, book.markup), _EXACT.subtract(1, _EXACT.divide(discount, 100))
     )
     lines = []
-    for token_class, quantity_field, per_million in _CLASSES:
+    for token_class, quantity_field, unit_price, per_one in price.rates:
         quantity = (
             line.quantity(token_class, case)
             if token_class is TokenClass.OUTPUT
@@ -431,13 +442,11 @@ def _price_line(
         )
         if quantity == 0:
             continue
-        unit_price = price.price_of(token_class)
-        if unit_price is None:
+        if unit_price is None or per_one is None:
             raise InvalidField(
                 f"{where}.{quantity_field}",
                 f"is not priced for {line.provider}/{line.model}",
             )
-        per_one = _EXACT.divide(unit_price, _MILLION) if per_million else unit_price
         usd = _EXACT.multiply(_EXACT.multiply(per_one, quantity), factor)
         micros = _EXACT.divide(_EXACT.multiply(usd, MICROS_PER_CREDIT), book.credit_usd)
         credits = int(micros.to_integral_value(rounding=decimal.ROUND_CEILING))
