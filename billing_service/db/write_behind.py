@@ -246,10 +246,11 @@ class Writes:
                 sql, fixed = driver_sql(dialect, statement, list(keys))
                 cursor.executemany(sql, [{**fixed, **row} for row in rows] if fixed else rows)
             if commit:
-                # psycopg sends COMMIT and a Sync: the writes and the commit are one round
-                # trip. SQLAlchemy's own commit afterwards finds the connection idle and
-                # does nothing.
-                driver.commit()
+                # COMMIT as one more pipelined statement: the pipeline's closing Sync is the
+                # only wait, so the writes and the commit are one round trip (driver.commit()
+                # would sync once more). SQLAlchemy's own commit afterwards finds the
+                # connection idle and does nothing.
+                cursor.execute(b"COMMIT")
 
 
 # Per-connection info key of the Writes holding writes on it.
