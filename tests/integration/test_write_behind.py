@@ -141,8 +141,11 @@ def test_held_updates_apply_per_row_and_a_row_given_twice_keeps_the_last(
 
     def work(tx: Tx) -> None:
         with tx.writes.holding():
-            # Distinct keys: one statement over arrays on PostgreSQL.
-            tx.accounts.save_sums_many([("acct-a", 11, 1, None), ("acct-b", 22, 2, NOW)])
+            # Distinct keys: one statement on PostgreSQL, its rows in JSON; 64-bit integers
+            # must arrive exactly.
+            tx.accounts.save_sums_many(
+                [("acct-a", 2**62 + 1, 2**62 - 1, None), ("acct-b", 22, 2, NOW)]
+            )
             tx.writes.send()
             # acct-c twice in one group: must not collapse into one arbitrary update.
             tx.accounts.save_sums_many(
@@ -157,7 +160,7 @@ def test_held_updates_apply_per_row_and_a_row_given_twice_keeps_the_last(
             for row in conn.execute(text("SELECT id, balance, held, sweep_due_at FROM accounts"))
         }
     assert sums == {
-        "acct-a": (11, 1, None),
+        "acct-a": (2**62 + 1, 2**62 - 1, None),
         "acct-b": (23, 2, 1_767_225_600_000_000),
         "acct-c": (33, 3, None),
     }
