@@ -108,7 +108,8 @@ _COLUMN_TYPES: tuple[tuple[type, str], ...] = (
 
 def _rows_sql(statement: UpdateBase, keys: tuple[str, ...]) -> str | None:
     """The statement for many rows at once, over the rows as a JSON array of objects keyed
-    by parameter name (the %(rows)s parameter); None when it has no such form."""
+    by parameter name (the %(rows)s parameter; an UPDATE also takes its keys as %(keys)s);
+    None when it has no such form."""
     cache_key = (statement, keys)
     found = _MANY.get(cache_key)
     if found is not None:
@@ -119,10 +120,15 @@ def _rows_sql(statement: UpdateBase, keys: tuple[str, ...]) -> str | None:
         columns = {keyed.key_param: keyed.key_column, **{p: c for c, p in keyed.values.items()}}
         record = ", ".join(f'"{p}" {_column_type(table, c)}' for p, c in columns.items())
         sets = ", ".join(f'"{c}" = v."{p}"' for c, p in keyed.values.items())
+        key = f'"{table.name}"."{keyed.key_column}"'
+        # The keys again as an array: the planner cannot see how many rows the JSON holds (it
+        # guesses 100) and would hash-join a sequential scan of the whole table; `= ANY`
+        # keeps it on the primary key's index however large the table grows.
         found = (
             f'UPDATE "{table.name}" SET {sets} '  # noqa: S608 - names from the table's metadata
             f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS v({record}) "
-            f'WHERE "{table.name}"."{keyed.key_column}" = v."{keyed.key_param}"'
+            f"WHERE {key} = ANY(%(keys)s::{_column_type(table, keyed.key_column)}[]) "
+            f'AND {key} = v."{keyed.key_param}"'
         )
     elif statement in _INSERTS:
         table = _INSERTS[statement]
@@ -239,7 +245,10 @@ class Writes:
                 ):
                     # One statement for all the rows (an UPDATE's keys are distinct: a key
                     # given twice would update its row only once).
-                    cursor.execute(many, {"rows": json.dumps(rows, separators=(",", ":"))})
+                    params: dict[str, Any] = {"rows": json.dumps(rows, separators=(",", ":"))}
+                    if keyed is not None:
+                        params["keys"] = [row[keyed.key_param] for row in rows]
+                    cursor.execute(many, params)
                     continue
                 sql, fixed = driver_sql(dialect, statement, list(keys))
                 cursor.executemany(sql, [{**fixed, **row} for row in rows] if fixed else rows)
