@@ -247,3 +247,15 @@ def test_a_flush_that_begins_itself_commits_its_writes(ctx: AppContext, engine: 
 
     Database(engine).write(work, begins_itself=True)
     assert sorted(stored_keys(engine)) == sorted([*before, "key-1", "key-2"])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_every_postgresql_connection_plans_each_execution_for_its_arguments(
+    engine: Engine,
+) -> None:
+    """A generic plan made while a table was small kept scanning it whole once it had grown;
+    every connection of the pool plans each execution instead."""
+    with engine.connect() as first, engine.connect() as second:
+        modes = {c.execute(text("SHOW plan_cache_mode")).scalar_one() for c in (first, second)}
+    assert modes == {"force_custom_plan"}
