@@ -4,10 +4,10 @@ Group commit's flush writes to five tables for a whole batch of calls. Sent one 
 a time through SQLAlchemy, that is one round trip each, and each return from the network has
 to win the GIL back from every request thread. Held back instead, they go in one PostgreSQL
 pipeline together with the COMMIT: one round trip for all of them. On PostgreSQL each group
-of rows is also one statement over the rows as one JSON document (INSERT ... SELECT FROM
-jsonb_to_record, UPDATE ... FROM jsonb_to_recordset) rather than a statement per row, which
-is where the driver spent its Python. On SQLite (no network) they are executemany calls on
-the driver connection, which skips SQLAlchemy's per-statement Python.
+of rows is also one statement over arrays (INSERT ... SELECT FROM unnest, UPDATE ... FROM
+unnest) rather than a statement per row, which is where the driver spent its Python. On
+SQLite (no network) they are executemany calls on the driver connection, which skips
+SQLAlchemy's per-statement Python.
 
 Invariant: the transaction reads what it wrote. Any statement executed through SQLAlchemy
 on the connection while writes are held sends them first (a before_execute hook on the
@@ -17,7 +17,6 @@ order they were asked for.
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,10 +54,10 @@ class _KeyedUpdate:
     values: dict[str, str]  # column -> parameter
 
 
-# The statements with a many-rows form for PostgreSQL, and those forms once built.
+# The statements with an array form for PostgreSQL, and those forms once built.
 _KEYED: dict[UpdateBase, _KeyedUpdate] = {}
 _INSERTS: dict[UpdateBase, Table] = {}
-_MANY: dict[tuple[UpdateBase, tuple[str, ...]], str] = {}
+_ARRAYS: dict[tuple[UpdateBase, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
 
 def table_insert(table: Table) -> Insert:
@@ -85,19 +84,18 @@ def keyed_update(table: Table, key: tuple[str, str], values: Mapping[str, str]) 
     return statement
 
 
-# The rows go as one JSON document per statement (jsonb_to_recordset): json.dumps encodes
-# them in C, where psycopg dumps array parameters element by element in Python (three times
-# the CPU for a flush's ledger rows, measured). A jsonb number converts to bigint exactly.
-def _column_type(table: Table, column: str) -> str:
+# The arrays go in binary (the %(name)b placeholders): psycopg's text form escapes every
+# element with a regular expression, which cost more than the executemany it replaces.
+def _array_type(table: Table, column: str) -> str:
     kind = table.c[column].type
-    for python_type, name in _COLUMN_TYPES:
+    for python_type, name in _ARRAY_TYPES:
         if isinstance(kind, python_type):
             return name
-    raise TypeError(f"{table.name}.{column}: no JSON record form for {kind!r}")
+    raise TypeError(f"{table.name}.{column}: no array form for {kind!r}")
 
 
 # Most specific first: BigInteger and SmallInteger are Integers.
-_COLUMN_TYPES: tuple[tuple[type, str], ...] = (
+_ARRAY_TYPES: tuple[tuple[type, str], ...] = (
     (BigInteger, "bigint"),
     (SmallInteger, "smallint"),
     (Integer, "integer"),
@@ -106,44 +104,41 @@ _COLUMN_TYPES: tuple[tuple[type, str], ...] = (
 )
 
 
-def _rows_sql(statement: UpdateBase, keys: tuple[str, ...]) -> str | None:
-    """The statement for many rows at once, over the rows as a JSON array of objects keyed
-    by parameter name (the %(rows)s parameter; an UPDATE also takes its keys as %(keys)s);
-    None when it has no such form."""
+def _array_sql(statement: UpdateBase, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """The statement for many rows at once, over one array per parameter, and the
+    parameters in order; None when it has no array form."""
     cache_key = (statement, keys)
-    found = _MANY.get(cache_key)
+    found = _ARRAYS.get(cache_key)
     if found is not None:
         return found
     keyed = _KEYED.get(statement)
     if keyed is not None:
-        table = keyed.table
-        columns = {keyed.key_param: keyed.key_column, **{p: c for c, p in keyed.values.items()}}
-        record = ", ".join(f'"{p}" {_column_type(table, c)}' for p, c in columns.items())
-        sets = ", ".join(f'"{c}" = v."{p}"' for c, p in keyed.values.items())
-        key = f'"{table.name}"."{keyed.key_column}"'
-        # The keys again as an array: the planner cannot see how many rows the JSON holds (it
-        # guesses 100) and would hash-join a sequential scan of the whole table; `= ANY`
-        # keeps it on the primary key's index however large the table grows.
-        found = (
-            f'UPDATE "{table.name}" SET {sets} '  # noqa: S608 - names from the table's metadata
-            f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS v({record}) "
-            f"WHERE {key} = ANY(%(keys)s::{_column_type(table, keyed.key_column)}[]) "
-            f'AND {key} = v."{keyed.key_param}"'
+        table, params = keyed.table, (keyed.key_param, *keyed.values.values())
+        columns = (keyed.key_column, *keyed.values)
+        arrays = ", ".join(
+            f"%({p})b::{_array_type(table, c)}[]" for p, c in zip(params, columns, strict=True)
         )
+        sets = ", ".join(f'"{c}" = v."{c}"' for c in keyed.values)
+        names = ", ".join(f'"{c}"' for c in columns)
+        sql = (
+            f'UPDATE "{table.name}" SET {sets} FROM unnest({arrays}) AS v({names}) '  # noqa: S608 - names from the table's metadata
+            f'WHERE "{table.name}"."{keyed.key_column}" = v."{keyed.key_column}"'
+        )
+        found = (sql, params)
     elif statement in _INSERTS:
         table = _INSERTS[statement]
-        record = ", ".join(f'"{k}" {_column_type(table, k)}' for k in keys)
+        arrays = ", ".join(f"%({k})b::{_array_type(table, k)}[]" for k in keys)
         names = ", ".join(f'"{k}"' for k in keys)
         picked = ", ".join(f'v."{k}"' for k in keys)
         # WITH ORDINALITY ... ORDER BY: rows go in (and take sequence numbers) in list order.
-        found = (
-            f'INSERT INTO "{table.name}" ({names}) SELECT {picked} '  # noqa: S608 - names from the table's metadata
-            f"FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(doc, ordinal) "
-            f"CROSS JOIN LATERAL jsonb_to_record(e.doc) AS v({record}) ORDER BY e.ordinal"
+        sql = (
+            f'INSERT INTO "{table.name}" ({names}) SELECT {picked} FROM unnest({arrays}) '  # noqa: S608 - names from the table's metadata
+            f"WITH ORDINALITY AS v({names}, ordinal) ORDER BY v.ordinal"
         )
+        found = (sql, keys)
     else:
         return None
-    _MANY[cache_key] = found
+    _ARRAYS[cache_key] = found
     return found
 
 
@@ -238,17 +233,15 @@ class Writes:
         with driver.pipeline(), driver.cursor() as cursor:
             for statement, rows in held:
                 keys = tuple(rows[0])
-                many = _rows_sql(statement, keys) if len(rows) > 1 else None
+                arrays = _array_sql(statement, keys) if len(rows) > 1 else None
                 keyed = _KEYED.get(statement)
-                if many is not None and (
+                if arrays is not None and (
                     keyed is None or len({row[keyed.key_param] for row in rows}) == len(rows)
                 ):
                     # One statement for all the rows (an UPDATE's keys are distinct: a key
                     # given twice would update its row only once).
-                    params: dict[str, Any] = {"rows": json.dumps(rows, separators=(",", ":"))}
-                    if keyed is not None:
-                        params["keys"] = [row[keyed.key_param] for row in rows]
-                    cursor.execute(many, params)
+                    sql, params = arrays
+                    cursor.execute(sql, {p: [row[p] for row in rows] for p in params})
                     continue
                 sql, fixed = driver_sql(dialect, statement, list(keys))
                 cursor.executemany(sql, [{**fixed, **row} for row in rows] if fixed else rows)

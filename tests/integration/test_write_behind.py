@@ -141,8 +141,8 @@ def test_held_updates_apply_per_row_and_a_row_given_twice_keeps_the_last(
 
     def work(tx: Tx) -> None:
         with tx.writes.holding():
-            # Distinct keys: one statement on PostgreSQL, its rows in JSON; 64-bit integers
-            # must arrive exactly.
+            # Distinct keys: one statement over arrays on PostgreSQL; 64-bit integers must
+            # arrive exactly.
             tx.accounts.save_sums_many(
                 [("acct-a", 2**62 + 1, 2**62 - 1, None), ("acct-b", 22, 2, NOW)]
             )
