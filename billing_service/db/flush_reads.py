@@ -5,11 +5,8 @@ The accounts are those named, and those of the named holds (a hold's account nev
 On PostgreSQL the four statements go in one pipeline: one round trip. The server still runs
 them one after another in the transaction, so the bucket, hold and key reads take their
 snapshots after the locks are held and see everything the previous holder committed (READ
-COMMITTED takes a snapshot per statement). On a connection in autocommit mode (group commit's
-flush: Database.write with begins_itself) the transaction begins here, with a BEGIN at the
-head of the same pipeline; psycopg's own BEGIN would wait for its answer first, a round trip
-of its own. On SQLite, which has no network to save, they are the repositories' usual
-statements.
+COMMITTED takes a snapshot per statement). On SQLite, which has no network to save, they are
+the repositories' usual statements.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from sqlalchemy import ARRAY, Connection, String, any_, bindparam, func, or_, select
 
@@ -91,9 +87,6 @@ def lock_and_read(
         records = IdempotencyRepository(conn).get_many(wanted) if wanted else {}
         return FlushReads(locked, by_account, held, records)
     driver: Any = conn.connection.driver_connection
-    # Locks outlive their statement only inside a transaction: with autocommit on and none
-    # open, begin one.
-    begin = driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE
     with (
         driver_errors(conn),
         driver.pipeline(),
@@ -102,8 +95,6 @@ def lock_and_read(
         driver.cursor(row_factory=dict_row) as hold_rows,
         driver.cursor() as key_rows,
     ):
-        if begin:
-            lock.execute(b"BEGIN")
         lock.execute(_PG_LOCK[0], {**_PG_LOCK[1], "ids": ids, "holds": holds})
         live_rows.execute(_PG_LIVE[0], {**_PG_LIVE[1], "ids": ids, "holds": holds})
         if holds:

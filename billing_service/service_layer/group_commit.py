@@ -11,8 +11,8 @@ transaction: it is led by the first queued call's thread or, for the server's co
 handlers, run on the committer's own thread for the lane. A flush is one lock statement for
 all their accounts (in id order, so flushes of different lanes or processes cannot
 deadlock), one read of the idempotency keys, one of the buckets, batched writes and one
-COMMIT. On PostgreSQL that is two round trips: the BEGIN, the lock and the reads go in one
-pipeline (db/flush_reads), every write and the COMMIT in another (db/write_behind). One lane (the
+COMMIT. On PostgreSQL that is two round trips: the lock and the reads go in one pipeline
+(db/flush_reads), every write and the COMMIT in another (db/write_behind). One lane (the
 default) makes the biggest batches, which measured fastest; more lanes let one flush's Python
 work overlap another's wait for the database, for bigger machines.
 
@@ -132,7 +132,7 @@ def _flush(
     """Each write's outcome or error: in one transaction, or alone when that one fails."""
     results: list[Outcome[Any] | DomainError | None]
     try:
-        results = list(db.write(lambda tx: apply_batch(tx, clock, batch), begins_itself=True))
+        results = list(db.write(lambda tx: apply_batch(tx, clock, batch)))
     except Unavailable as error:
         # The database cannot be reached: retrying each call alone would only wait for it
         # once per call while everything queued behind waits too. All get the error (they

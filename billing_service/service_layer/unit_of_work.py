@@ -10,8 +10,7 @@ rolled back, so the call changed nothing and its retry is safe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cached_property
 from typing import TypeVar
 
@@ -84,18 +83,11 @@ class Database:
             self._read_options.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             self._statement_options = {"isolation_level": "AUTOCOMMIT"}
 
-    def write(self, work: Callable[[Tx], T], *, begins_itself: bool = False) -> T:
-        """Run work in a read-write transaction, retrying transient conflicts.
-
-        With begins_itself, on PostgreSQL, work gets a connection in autocommit mode and
-        begins the transaction with its first statement (group commit's flush, whose
-        lock_and_read sends BEGIN in the pipeline of its reads, saving the round trip the
-        driver's own BEGIN waits for). A rollback still rolls it back, and the connection
-        leaves autocommit when it goes back to the pool. Elsewhere the flag changes nothing.
-        """
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """Run work in a read-write transaction, retrying transient conflicts."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                with self._transaction(begins_itself) as connection:
+                with self.engine.begin() as connection:
                     return work(Tx(connection))
             except RetryTransaction:
                 if attempt == MAX_ATTEMPTS:
@@ -116,19 +108,6 @@ class Database:
                     raise Unavailable("database connection lost") from error
                 raise
         raise AssertionError("unreachable")
-
-    @contextmanager
-    def _transaction(self, begins_itself: bool) -> Iterator[Connection]:
-        """A connection in a SQLAlchemy transaction, committed when the block ends."""
-        if begins_itself and self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as raw:
-                # SQLAlchemy restores the isolation level when the connection is checked in.
-                connection = raw.execution_options(isolation_level="AUTOCOMMIT")
-                with connection.begin():
-                    yield connection
-            return
-        with self.engine.begin() as connection:
-            yield connection
 
     def read_statement(self, work: Callable[[Tx], T]) -> T:
         """Run work, which must execute exactly one statement, outside any transaction.

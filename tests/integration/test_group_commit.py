@@ -156,7 +156,7 @@ class UnreachableDatabase:
     def __init__(self) -> None:
         self.attempts = 0
 
-    def write(self, _work: object, *, begins_itself: bool = False) -> object:
+    def write(self, _work: object) -> object:
         self.attempts += 1
         raise Unavailable("database unavailable")
 

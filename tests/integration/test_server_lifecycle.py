@@ -36,11 +36,11 @@ class GatedWrites:
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def write(self, work: Callable[[Tx], T], *, begins_itself: bool = False) -> T:
+    def write(self, work: Callable[[Tx], T]) -> T:
         if not self.entered.is_set():
             self.entered.set()
             assert self.gate.wait(10)
-        return self._db.write(work, begins_itself=begins_itself)
+        return self._db.write(work)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from billing_service.db.flush_reads import lock_and_read
 from billing_service.db.idempotency import IdempotencyRecord
@@ -179,74 +179,6 @@ def test_held_inserts_keep_their_order_and_text_as_given(engine: Engine) -> None
     with engine.connect() as conn:
         stored = dict(conn.execute(text("SELECT key, response FROM idempotency_records")).all())
     assert stored == {key: record.response for key, record in rows}
-
-
-def locked_elsewhere(engine: Engine, account_id: str) -> bool:
-    """True when another connection cannot lock the account's row at once."""
-    with engine.connect() as other:
-        try:
-            other.execute(
-                text("SELECT 1 FROM accounts WHERE id = :id FOR UPDATE NOWAIT"), {"id": account_id}
-            )
-        except OperationalError:
-            return True
-        return False
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_a_flush_that_begins_itself_holds_its_locks_and_rolls_back_as_one(
-    ctx: AppContext, engine: Engine
-) -> None:
-    """With begins_itself the connection is in autocommit and lock_and_read sends the BEGIN:
-    the locks outlive their statement, what the transaction did is undone when it fails, and
-    the connection goes back to the pool out of autocommit."""
-    open_account(ctx, "acct-a", "5")
-    before = stored_keys(engine)
-    seen: dict[str, bool] = {}
-
-    def work(tx: Tx) -> None:
-        lock_and_read(tx.connection, ["acct-a"], [], [])
-        seen["locked"] = locked_elsewhere(engine, "acct-a")
-        with tx.writes.holding():
-            tx.idempotency.add_many([record(1)], NOW)
-            tx.writes.send()  # sent, not committed
-        raise LookupError("the flush fails after writing")
-
-    database = Database(engine)
-    with pytest.raises(LookupError):
-        database.write(work, begins_itself=True)
-    assert seen == {"locked": True}
-    assert stored_keys(engine) == before
-    assert not locked_elsewhere(engine, "acct-a")
-    # Every pooled connection left autocommit: a write that fails after its first statement
-    # leaves nothing, whichever connection it gets.
-    pool = engine.pool.checkedin()
-    for n in range(pool):
-
-        def fails(tx: Tx, n: int = n) -> None:
-            assert not tx.connection.connection.driver_connection.autocommit
-            tx.idempotency.add(*record(10 + n), NOW)
-            raise LookupError
-
-        with pytest.raises(LookupError):
-            database.write(fails)
-    assert stored_keys(engine) == before
-
-
-def test_a_flush_that_begins_itself_commits_its_writes(ctx: AppContext, engine: Engine) -> None:
-    open_account(ctx, "acct-a", "5")
-    before = stored_keys(engine)
-
-    def work(tx: Tx) -> None:
-        read = lock_and_read(tx.connection, ["acct-a"], [], ["key-1"])
-        assert list(read.locked) == ["acct-a"]
-        with tx.writes.holding():
-            tx.idempotency.add_many([record(1), record(2)], NOW)
-            tx.writes.send(commit=True)
-
-    Database(engine).write(work, begins_itself=True)
-    assert sorted(stored_keys(engine)) == sorted([*before, "key-1", "key-2"])
 
 
 @pytest.mark.postgres
