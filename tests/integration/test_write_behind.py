@@ -43,6 +43,23 @@ def test_held_writes_are_sent_in_order_with_the_commit(engine: Engine) -> None:
     assert sorted(stored_keys(engine)) == ["key-1", "key-2", "key-3"]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_commit_goes_with_the_writes_on_postgresql(engine: Engine) -> None:
+    """send(commit=True) commits in its own pipeline: another connection sees the writes
+    before the transaction's block ends (SQLAlchemy's commit then finds nothing to do)."""
+    seen: list[list[str]] = []
+
+    def work(tx: Tx) -> None:
+        with tx.writes.holding():
+            tx.idempotency.add_many([record(1), record(2)], NOW)
+            tx.writes.send(commit=True)
+        seen.append(sorted(stored_keys(engine)))
+
+    Database(engine).write(work)
+    assert seen == [["key-1", "key-2"]]
+
+
 def test_a_read_while_writes_are_held_sees_them(engine: Engine) -> None:
     def work(tx: Tx) -> list[str]:
         with tx.writes.holding():
