@@ -62,7 +62,8 @@ def _configure_postgresql(engine: Engine) -> None:
         # current size. A generic plan, cached for the connection's life, is made once: made
         # while a table was small it kept scanning the whole table after it grew (measured
         # from an empty database, Reserve+Commit lost 13 % of its rate in a minute). Set here
-        # rather than as a startup option, which connection poolers refuse.
+        # rather than as a startup option, which PgBouncer refuses; behind a pooler in
+        # transaction mode a SET does not stick either: set it on the role (README).
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET plan_cache_mode = force_custom_plan")
         dbapi_connection.commit()

@@ -127,6 +127,8 @@ def translated_async(method: AsyncMethod[Req, Resp]) -> AsyncMethod[Req, Resp]:
     async def wrapper(self: Any, request: Req, context: Any) -> Resp:
         try:
             return await method(self, request, context)
+        except grpc.aio.AbortError:  # the handler aborted with its own status: keep it
+            raise
         except DomainError as error:
             await abort_with(context, domain_status(error))
         except Exception:

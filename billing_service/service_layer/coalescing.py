@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -108,18 +109,24 @@ class Coalescer(Generic[T, R]):
         try:
             self._pool().submit(self._drain, lane)
         except RuntimeError as error:
-            with self._lock:
-                stranded = self._queues.pop(lane, [])
-            self._settle_all(stranded, [error] * len(stranded))
+            self._fail_lane(lane, error)
 
     def _drain(self, lane: int) -> None:
         """Run the lane's batches until it is empty or a thread's call is next to lead."""
         try:
             while self._lead(lane, hand_on=False):
                 pass
-        except BaseException:  # a bug: say so, as the executor would keep it to itself
+        except BaseException as error:  # a bug: say so, as the executor would keep it to itself
             log.exception("coalescer %s: lane %d failed", self._name, lane)
+            self._fail_lane(lane, error)
             raise
+
+    def _fail_lane(self, lane: int, error: BaseException) -> None:
+        """Give every call queued in the lane the error, rather than leave it waiting for a
+        leader that will never come, and free the lane for the calls after."""
+        with self._lock:
+            stranded = self._queues.pop(lane, [])
+        self._settle_all(stranded, [error] * len(stranded))
 
     def _lead(self, lane: int, *, hand_on: bool = True) -> bool:
         """Run the next batch, then hand the lane on. True when the caller should run the
@@ -160,9 +167,13 @@ class Coalescer(Generic[T, R]):
     def _settle_all(self, batch: list[_Slot[T, R]], results: Sequence[R | BaseException]) -> None:
         """Give each call its result or error and wake whoever waits for it."""
         waiting: dict[asyncio.AbstractEventLoop, list[_Slot[T, R]]] = {}
+        errors: set[int] = set()
         for slot, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
-                slot.error = result
+                # One error for many calls (the whole batch failed): each caller raises its
+                # own copy, so their raises do not rewrite one traceback across threads.
+                slot.error = _copy(result) if id(result) in errors else result
+                errors.add(id(result))
             else:
                 slot.result = result
             slot.finished = True
@@ -174,6 +185,20 @@ class Coalescer(Generic[T, R]):
         for loop, settled in waiting.items():
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, settled)
+
+
+def _copy(error: BaseException) -> BaseException:
+    """A copy of error with its traceback and chain; error itself when it cannot be rebuilt
+    from its arguments."""
+    try:
+        copied = copy.copy(error)
+    except Exception:
+        return error
+    copied.__traceback__ = error.__traceback__
+    copied.__cause__ = error.__cause__
+    copied.__context__ = error.__context__
+    copied.__suppress_context__ = error.__suppress_context__
+    return copied
 
 
 def _settle(batch: list[_Slot[Any, Any]]) -> None:

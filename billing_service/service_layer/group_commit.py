@@ -78,6 +78,9 @@ class PendingWrite(Generic[R]):
     alone: Callable[[], Outcome[R]]
 
 
+_Target = tuple[Database, Clock, Coalescer[PendingWrite[Any], Outcome[Any]]]
+
+
 class GroupCommitter:
     """Lanes of queued writes (service_layer/coalescing), each flushed one batch at a time.
 
@@ -89,8 +92,9 @@ class GroupCommitter:
         self._lanes = lanes
         self._lock = threading.Lock()
         # One coalescer per database and clock: in production there is one of each.
-        self._by_target: dict[tuple[int, int], Coalescer[PendingWrite[Any], Outcome[Any]]] = {}
-        self._targets: list[tuple[Database, Clock]] = []  # keeps the keys' objects alive
+        # By id of database and clock; each entry keeps its database and clock alive, so an
+        # id cannot be reused while its key is here.
+        self._by_target: dict[tuple[int, int], _Target] = {}
 
     def submit(self, db: Database, clock: Clock, pending: PendingWrite[R]) -> Outcome[R]:
         """Queue a write, lead flushes when it is this write's turn, and return its outcome."""
@@ -115,15 +119,14 @@ class GroupCommitter:
             with self._lock:
                 found = self._by_target.get(key)
                 if found is None:
-                    found = Coalescer(
+                    coalescer = Coalescer(
                         functools.partial(_flush, db, clock),
                         max_batch=MAX_BATCH,
                         lanes=self._lanes,
                         name="flush",
                     )
-                    self._by_target[key] = found
-                    self._targets.append((db, clock))
-        return found
+                    found = self._by_target[key] = (db, clock, coalescer)
+        return found[2]
 
 
 def _flush(

@@ -122,6 +122,31 @@ async def test_each_caller_gets_its_own_error_and_a_failing_batch_fails_only_its
     assert await within(coalescer.call_async(4)) == 4  # the lane went on
 
 
+async def test_callers_of_a_failed_batch_each_raise_their_own_copy_of_its_error() -> None:
+    entered, gate = threading.Event(), threading.Event()
+
+    def run(items: list[int]) -> Sequence[int | BaseException]:
+        if items == [1]:
+            entered.set()
+            assert gate.wait(10)
+            return [10]
+        raise LookupError("the whole batch failed")
+
+    coalescer: Coalescer[int, int] = Coalescer(run, max_batch=64, name="test")
+    first = asyncio.ensure_future(coalescer.call_async(1))
+    await asyncio.to_thread(entered.wait, 10)
+    failed = [asyncio.ensure_future(coalescer.call_async(n)) for n in (2, 3, 4)]
+    await until_queued(coalescer, 3)
+    gate.set()
+
+    assert await within(first) == 10
+    errors = await within(asyncio.gather(*failed, return_exceptions=True))
+    assert [type(e) for e in errors] == [LookupError] * 3
+    assert {str(e) for e in errors} == {"the whole batch failed"}
+    assert len({id(e) for e in errors}) == 3  # a raise in one caller leaves the others' alone
+    assert all(e.__traceback__ is not None for e in errors)
+
+
 async def test_a_caller_cancelled_while_queued_is_never_run() -> None:
     run = Gated()
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=64, name="test")
