@@ -1,4 +1,5 @@
-"""Queries for what Stripe told us: package purchases, disputes and processed events."""
+"""Queries for what Creditline sold through Stripe and what Stripe told us: Checkout offers,
+package purchases, disputes and processed events."""
 
 from __future__ import annotations
 
@@ -9,16 +10,45 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from billing_service.db.codec import from_micros, to_micros
-from billing_service.db.tables import disputes, parked_payment_events, purchases, stripe_events
-from billing_service.domain.purchases import Dispute, Purchase
+from billing_service.db.tables import (
+    checkout_offers,
+    disputes,
+    parked_payment_events,
+    purchases,
+    stripe_events,
+)
+from billing_service.domain.purchases import CheckoutOffer, Dispute, Purchase
 from billing_service.domain.stripe_events import DisputeState, EventOutcome, EventResult
 
 
 class StripeRecordRepository:
-    """Reads and writes purchases, disputes and processed Stripe events."""
+    """Reads and writes Checkout offers, purchases, disputes and processed Stripe events."""
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
+
+    def checkout_offer(self, checkout_session_id: str) -> CheckoutOffer | None:
+        """What a Checkout session Creditline created was created to sell."""
+        row = (
+            self._conn.execute(
+                select(checkout_offers).where(
+                    checkout_offers.c.checkout_session_id == checkout_session_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        values = dict(row)
+        values["created_at"] = from_micros(values["created_at"])
+        return CheckoutOffer(**values)
+
+    def add_checkout_offer(self, offer: CheckoutOffer) -> None:
+        """Record an offer (its primary key refuses a second one per session)."""
+        values = asdict(offer)
+        values["created_at"] = to_micros(offer.created_at)
+        self._conn.execute(insert(checkout_offers).values(**values))
 
     def purchase(self, checkout_session_id: str) -> Purchase | None:
         """The purchase made through a Checkout session."""

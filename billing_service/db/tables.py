@@ -285,6 +285,20 @@ allowance_periods = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# What each Checkout session Creditline created for a package sold: its completion grants
+# these credits, never what the session's metadata says (anyone able to write metadata could
+# otherwise name their own amount).
+checkout_offers = Table(
+    "checkout_offers",
+    metadata,
+    Column("checkout_session_id", String(255), primary_key=True),
+    Column("account_id", String(128), ForeignKey("accounts.id"), nullable=False),
+    Column("package_id", String(64), nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("stripe_price_id", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 # Credit packages bought through Checkout, one per session, and what was clawed back.
 purchases = Table(
     "purchases",

@@ -1,5 +1,5 @@
-"""What Creditline records about payments: credit packages bought through Checkout and the
-disputes of their charges."""
+"""What Creditline records about payments: the credit packages it offered in Checkout
+sessions, those bought, and the disputes of their charges."""
 
 from __future__ import annotations
 
@@ -7,6 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from billing_service.domain.stripe_events import DisputeState
+
+
+@dataclass(frozen=True)
+class CheckoutOffer:
+    """What CreateCheckoutSession sold in one Checkout session: its completion grants exactly
+    this. Keyed by the session id Stripe assigned, which no one can forge into an event."""
+
+    checkout_session_id: str
+    account_id: str
+    package_id: str
+    credits: int
+    stripe_price_id: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,9 @@ class CheckoutCompleted:
     subscription_id: str
     amount_total: int
     currency: str
-    # The package's credits when the session was created (micro-credits); None for a session
-    # created before they were recorded in its metadata.
+    # The credits the session's metadata names (micro-credits), None if it names none. Only
+    # compared with what was sold: the grant comes from the offer recorded at
+    # CreateCheckoutSession, never from metadata.
     package_credits: int | None = None
 
 

@@ -233,17 +233,17 @@ _MODES = frozenset({"payment", "subscription"})
 
 
 def _offered_credits(session: stripe_event_pb2.CheckoutSessionPayload) -> int | None:
-    """The credits a package's session was created to sell, or None: none recorded, not a
-    package, or a value this service would never have written. A paid purchase must not be
-    refused for its metadata, so that last case grants the catalog's credits (as before the
-    field existed) and says so in a warning."""
+    """The credits a package session's metadata names, or None: none named, not a package,
+    or a value this service would never have written (logged). Only compared with what is
+    granted, which comes from the offer recorded when the session was created; a paid
+    purchase is never refused for its metadata."""
     if not session.package_credits or session.mode != "payment":
         return None
     try:
         return parse_amount(session.package_credits, "event.checkout_session.package_credits")
     except InvalidField as error:
         log.warning(
-            "checkout session credits metadata unreadable; granting the catalog's credits",
+            "checkout session credits metadata unreadable; ignored",
             extra={"session_id": session.session_id, "error": error.message},
         )
         return None

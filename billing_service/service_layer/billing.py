@@ -20,6 +20,7 @@ from billing_service.domain.errors import (
     stripe_not_configured,
 )
 from billing_service.domain.model import Account, BalanceView
+from billing_service.domain.purchases import CheckoutOffer
 from billing_service.domain.subscriptions import AllowancePeriod, Subscription, SubscriptionStatus
 from billing_service.domain.validation import check_id, check_idempotency_key
 from billing_service.service_layer.allowances import is_allowance_of, plan_or_none
@@ -101,8 +102,7 @@ def create_checkout_session(
     metadata = {"account_id": account_id}
     if isinstance(item, CreditPackage):
         metadata["package_id"] = item.id
-        # What this session sells: its completion grants these, even if a catalog push has
-        # changed the package's credits meanwhile.
+        # For people reading the session in Stripe; the grant reads the offer recorded below.
         metadata["credits"] = format_amount(item.credits)
     else:
         metadata["plan_id"] = item.id
@@ -115,7 +115,32 @@ def create_checkout_session(
         cancel_url=cancel_url,
         idempotency_key=f"creditline-checkout:{account_id}:{idempotency_key}",
     )
+    if isinstance(item, CreditPackage):
+        # Before the buyer gets the URL: a session whose offer was not recorded never
+        # reaches anyone who could pay it (the caller retries with the same key, and Stripe
+        # answers with the same session).
+        _record_offer(ctx, session.id, account_id, item)
     return CheckoutResult(session, customer_id)
+
+
+def _record_offer(ctx: AppContext, session_id: str, account_id: str, item: CreditPackage) -> None:
+    """Remember what a package session sells, so its completion grants exactly that: the
+    credits on sale now, even if a catalog push changes them while the buyer pays, and never
+    what the session's metadata says. A retry finds the first record and keeps it."""
+    offer = CheckoutOffer(
+        checkout_session_id=session_id,
+        account_id=account_id,
+        package_id=item.id,
+        credits=item.credits,
+        stripe_price_id=item.stripe_price_id,
+        created_at=ctx.clock.now(),
+    )
+
+    def record(tx: Tx) -> None:
+        if tx.stripe.checkout_offer(session_id) is None:
+            tx.stripe.add_checkout_offer(offer)
+
+    ctx.db.write(record)
 
 
 def create_portal_session(ctx: AppContext, *, account_id: str, return_url: str) -> str:

@@ -18,6 +18,7 @@ Order independence, rule by rule:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from billing_service.domain.amounts import format_amount
 from billing_service.domain.catalog import CreditPackage, Plan
 from billing_service.domain.errors import InvalidField, NotFound
 from billing_service.domain.model import EntryContext, GrantSource
-from billing_service.domain.purchases import Dispute, Purchase
+from billing_service.domain.purchases import CheckoutOffer, Dispute, Purchase
 from billing_service.domain.stripe_events import (
     ChargeRefunded,
     CheckoutCompleted,
@@ -53,6 +54,8 @@ from billing_service.service_layer.books import OpenBook, open_book, save_book
 from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.idempotency import Outcome, run_idempotent
 from billing_service.service_layer.unit_of_work import Tx
+
+log = logging.getLogger(__name__)
 
 # Invoices that pay for a new billing period; others (prorations, manual) grant nothing.
 PERIOD_INVOICES = frozenset({"subscription_create", "subscription_cycle"})
@@ -141,7 +144,14 @@ def _refresh_freeze(tx: Tx, opened: OpenBook) -> None:
 
 
 def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datetime) -> EventResult:
-    account_id = _account_id(tx, session.account_id, session.customer_id)
+    # What Creditline sold in this session, if it created it: the offer, not the metadata,
+    # says whose it is and what it grants (session metadata can be written by anyone with a
+    # Stripe key, while the session id is Stripe's own).
+    offer = tx.stripe.checkout_offer(session.session_id) if session.mode == "payment" else None
+    if offer is not None:
+        account_id = offer.account_id
+    else:
+        account_id = _account_id(tx, session.account_id, session.customer_id)
     tx.stripe.lock_payment(session.payment_intent_id)  # before the account: see lock_payment
     opened = open_book(tx, account_id, now)
     if session.customer_id:
@@ -168,11 +178,11 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
     if tx.stripe.purchase(session.session_id) is not None:
         save_book(tx, opened)
         return EventResult(EventOutcome.IGNORED, f"session {session.session_id} already granted")
-    item = tx.catalog.get(session.package_id)
+    package_id = session.package_id if offer is None else offer.package_id
+    item = tx.catalog.get(package_id)
     if not isinstance(item, CreditPackage):
-        raise NotFound("CATALOG_ITEM", "package_id", session.package_id or "(none)")
-    # The credits the session was created to sell; the catalog's only for older sessions.
-    credits = item.credits if session.package_credits is None else session.package_credits
+        raise NotFound("CATALOG_ITEM", "package_id", package_id or "(none)")
+    credits = _sold_credits(session, offer, item)
     bucket, _ = opened.book.grant(
         source=GrantSource.PURCHASE,
         amount=credits,
@@ -209,6 +219,35 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
         f"granted {format_amount(credits)} credits of {item.id} to {account_id}",
         (bucket.id,),
     )
+
+
+def _sold_credits(
+    session: CheckoutCompleted, offer: CheckoutOffer | None, item: CreditPackage
+) -> int:
+    """The credits a paid package session grants: what Creditline offered when it created the
+    session; for a session it holds no offer for (created before offers were recorded, or
+    outside Creditline, such as a Payment Link), the package's current credits. The session's
+    own metadata is only compared, and a difference logged: trusting it would let anyone able
+    to write metadata name their own amount."""
+    credits = item.credits if offer is None else offer.credits
+    differs = offer is not None and (
+        offer.account_id != session.account_id or offer.package_id != session.package_id
+    )
+    if differs or session.package_credits not in (None, credits):
+        log.warning(
+            "checkout session metadata differs from what was sold; granting what was sold",
+            extra={
+                "session_id": session.session_id,
+                "metadata_account_id": session.account_id,
+                "metadata_package_id": session.package_id,
+                "metadata_credits": None
+                if session.package_credits is None
+                else format_amount(session.package_credits),
+                "granted_credits": format_amount(credits),
+                "offer_recorded": offer is not None,
+            },
+        )
+    return credits
 
 
 def _park(tx: Tx, event: StripeEvent, payment_intent_id: str, now: datetime) -> EventResult:

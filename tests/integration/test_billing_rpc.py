@@ -8,10 +8,9 @@ a recording stand-in for the port, so these tests are about what the server asks
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import pytest
 from creditline import CreditlineClient, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -20,58 +19,12 @@ from google.protobuf import timestamp_pb2
 
 from billing_service.catalog.commands import seed_default_catalog
 from billing_service.domain.clock import ManualClock
-from billing_service.domain.errors import StripeUnavailable
 from billing_service.rpc.server import build_server
 from billing_service.service_layer.context import AppContext
-from billing_service.service_layer.ports import CheckoutSession
+from tests.fakes.stripe_port import RecordingStripe
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 OK_URL, CANCEL_URL = "https://app.example/paid", "https://app.example/cancel"
-
-
-@dataclass
-class RecordingStripe:
-    """A StripePort that records calls and answers like Stripe would."""
-
-    calls: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    customers: dict[str, str] = field(default_factory=dict)
-    down: bool = False
-
-    def create_customer(
-        self, *, account_id: str, metadata: Mapping[str, str], idempotency_key: str
-    ) -> str:
-        self._record("customer", account_id=account_id, key=idempotency_key)
-        return self.customers.setdefault(idempotency_key, f"cus_{len(self.customers) + 1}")
-
-    def create_checkout_session(
-        self,
-        *,
-        customer_id: str,
-        price_id: str,
-        mode: Literal["payment", "subscription"],
-        metadata: Mapping[str, str],
-        success_url: str,
-        cancel_url: str,
-        idempotency_key: str,
-    ) -> CheckoutSession:
-        self._record(
-            "checkout",
-            customer=customer_id,
-            price=price_id,
-            mode=mode,
-            metadata=dict(metadata),
-            key=idempotency_key,
-        )
-        return CheckoutSession(f"cs_{len(self.calls)}", f"https://checkout.example/{mode}")
-
-    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
-        self._record("portal", customer=customer_id, return_url=return_url)
-        return f"https://portal.example/{customer_id}"
-
-    def _record(self, what: str, **details: object) -> None:
-        if self.down:
-            raise StripeUnavailable("Stripe could not be reached")
-        self.calls.append((what, details))
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ wire format is tested in tests/gateway, and the whole path end to end in tests/e
 from __future__ import annotations
 
 import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +47,7 @@ from billing_service.service_layer import (
     stripe_events,
 )
 from billing_service.service_layer.context import AppContext, BillingPolicy
+from tests.fakes.stripe_port import RecordingStripe
 from tests.helpers import ledger_sum
 
 START = datetime(2026, 1, 15, tzinfo=UTC)
@@ -254,6 +257,136 @@ def test_an_unknown_package_or_account_is_refused_and_changes_nothing(
     assert stranger.value.reason == "ACCOUNT_NOT_FOUND"
     assert balance(shop) == (0, 0)
     assert shop.db.read(lambda tx: tx.stripe.purchase("cs_3")) is None
+
+
+# What a session was created to sell is what it grants: the offer CreateCheckoutSession
+# records, never the session's metadata (anyone holding a Stripe key can write metadata).
+
+OTHER = "acct_other"
+
+
+@pytest.fixture
+def seller(shop: AppContext) -> AppContext:
+    """The shop with a Stripe port that answers like Stripe, and a second account."""
+    accounts.create_account(
+        shop,
+        account_id=OTHER,
+        billing_mode=BillingMode.PREPAID,
+        stripe_customer_id="",
+        parent_id="",
+        low_balance_threshold=None,
+        metadata={},
+        idempotency_key="create-other",
+    )
+    return replace(shop, stripe=RecordingStripe())
+
+
+def sell(ctx: AppContext, package: str, key: str) -> str:
+    """CreateCheckoutSession for ACCOUNT as a caller runs it; returns the session id."""
+    result = billing.create_checkout_session(
+        ctx,
+        account_id=ACCOUNT,
+        package_id=package,
+        plan_id="",
+        success_url="https://app.example/ok",
+        cancel_url="https://app.example/cancel",
+        idempotency_key=key,
+    )
+    return result.session.id
+
+
+def reprice(ctx: AppContext, package: str, credits: str) -> None:
+    """A catalog push changing a package's credits."""
+
+    def change(tx) -> None:  # type: ignore[no-untyped-def]
+        item = tx.catalog.get(package)
+        tx.catalog.upsert(replace(item, credits=credits_(credits)), START)
+
+    ctx.db.write(change)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {},
+        {"package_credits": credits_("1000000000")},
+        {"package_id": "pack_2000"},
+        {"account_id": OTHER},
+        {"account_id": OTHER, "package_id": "pack_2000", "package_credits": credits_("1000")},
+    ],
+    ids=["as-written", "more-credits", "dearer-package", "other-account", "all-three"],
+)
+def test_a_session_grants_what_it_was_created_to_sell_whatever_its_metadata_says(
+    seller: AppContext, engine: Engine, metadata: dict[str, object]
+) -> None:
+    session_id = sell(seller, "pack_500", "buy-500")
+    reprice(seller, "pack_500", "1000")  # a push while the buyer pays: they paid for 500
+    completed = replace(checkout(session_id), **metadata)  # type: ignore[arg-type]
+
+    result = apply(seller, event(completed, START, "checkout.session.completed"))
+
+    assert result.outcome is EventOutcome.APPLIED
+    assert balance(seller) == (credits_("500"), credits_("500"))
+    assert queries.get_balance(seller, OTHER).balance == 0
+    assert ledger_sum(engine, ACCOUNT) == credits_("500") and ledger_sum(engine, OTHER) == 0
+    purchase = seller.db.read(lambda tx: tx.stripe.purchase(session_id))
+    assert purchase is not None
+    assert (purchase.account_id, purchase.package_id, purchase.credits) == (
+        ACCOUNT,
+        "pack_500",
+        credits_("500"),
+    )
+
+
+def test_a_session_creditline_did_not_create_grants_the_catalogs_credits_not_its_metadatas(
+    seller: AppContext,
+) -> None:
+    # A Payment Link or a session made with a Stripe key: no offer, so the package's credits.
+    forged = replace(checkout("cs_elsewhere"), package_credits=credits_("1000000000"))
+    assert apply(seller, event(forged, START)).outcome is EventOutcome.APPLIED
+    assert balance(seller) == (credits_("500"), credits_("500"))
+
+
+def test_a_retried_checkout_keeps_the_offer_its_first_attempt_made(seller: AppContext) -> None:
+    first = sell(seller, "pack_500", "buy-once")
+    reprice(seller, "pack_500", "1000")
+    again = sell(seller, "pack_500", "buy-once")  # Stripe answers with the same session
+
+    assert again == first
+    offer = seller.db.read(lambda tx: tx.stripe.checkout_offer(first))
+    assert offer is not None and (offer.account_id, offer.credits) == (ACCOUNT, credits_("500"))
+    apply(seller, event(checkout(first), START))
+    assert balance(seller)[0] == credits_("500")
+
+
+def test_concurrent_retries_of_one_checkout_record_one_offer(seller: AppContext) -> None:
+    callers = 8
+    start = threading.Barrier(callers)
+
+    def buy() -> str:
+        start.wait()
+        return sell(seller, "pack_100", "buy-race")
+
+    with ThreadPoolExecutor(callers) as pool:
+        sessions = set(pool.map(lambda _: buy(), range(callers)))
+
+    assert len(sessions) == 1
+    (session_id,) = sessions
+    offer = seller.db.read(lambda tx: tx.stripe.checkout_offer(session_id))
+    assert offer is not None and offer.credits == credits_("100")
+
+
+def test_a_plan_checkout_records_no_offer(seller: AppContext) -> None:
+    result = billing.create_checkout_session(
+        seller,
+        account_id=ACCOUNT,
+        package_id="",
+        plan_id="pro_monthly",
+        success_url="https://app.example/ok",
+        cancel_url="https://app.example/cancel",
+        idempotency_key="subscribe",
+    )
+    assert seller.db.read(lambda tx: tx.stripe.checkout_offer(result.session.id)) is None
 
 
 def test_a_refund_claws_back_the_refunded_share_of_the_unspent_credits(shop: AppContext) -> None:

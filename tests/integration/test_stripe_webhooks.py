@@ -214,24 +214,24 @@ async def test_a_pack_refunded_and_disputed(
     assert (view.balance, view.available, view.frozen) == ("0", "0", "0")
 
 
-async def test_a_pack_grants_the_credits_its_session_was_created_to_sell(
+async def test_a_pack_session_creditline_did_not_create_grants_the_catalogs_credits(
     gateway: TestClient, creditline: CreditlineClient
 ) -> None:
-    # The session was created when pack_2000 sold 1500 credits; a catalog push has raised them
-    # to 2000 since. The buyer paid for 1500, and gets 1500.
+    # A session made with a Stripe key rather than CreateCheckoutSession, naming its own
+    # credits in the metadata: no offer was recorded for it, so the package's credits.
     session = shapes.checkout_session(
         customer=CUSTOMER,
-        metadata={"account_id": ACCOUNT, "package_id": "pack_2000", "credits": "1500"},
+        metadata={"account_id": ACCOUNT, "package_id": "pack_2000", "credits": "1000000000"},
         amount_total=2000,
-        payment_intent="pi_old_offer",
+        payment_intent="pi_forged",
     )
     assert await deliver(gateway, shapes.event("checkout.session.completed", session)) == "applied"
-    assert balance(creditline) == 1500
+    assert balance(creditline) == 2000
     charge = shapes.charge(
-        customer=CUSTOMER, payment_intent="pi_old_offer", amount=2000, amount_refunded=1000
+        customer=CUSTOMER, payment_intent="pi_forged", amount=2000, amount_refunded=1000
     )
     assert await deliver(gateway, shapes.event("charge.refunded", charge)) == "applied"
-    assert balance(creditline) == 750  # half refunded: half of what was granted
+    assert balance(creditline) == 1000  # half refunded: half of what was granted
 
 
 @pytest.mark.parametrize("credits", ["-5", "12.3456789", "lots"])

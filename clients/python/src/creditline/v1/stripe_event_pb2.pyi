@@ -188,10 +188,10 @@ class CheckoutSessionPayload(_message.Message):
     currency: _builtins.str
     """The ISO currency code."""
     package_credits: _builtins.str
-    """The package's credits when the session was created, a decimal string, from the session's
-    metadata: the purchase grants these, whatever the catalog says by the time it completes.
-    Empty for a session created before Creditline recorded them; that grants the package's
-    current credits.
+    """The credits the session's `credits` metadata names, a decimal string; empty if none.
+    Never granted as written: a session Creditline created grants what it recorded when it
+    created the session, any other the package's current credits. A value that differs from
+    the grant is logged as a warning.
     """
     def __init__(
         self,
