@@ -10,6 +10,7 @@ database is untouched, and running the same push again finishes the job (push is
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import stripe
@@ -41,17 +42,18 @@ def push_catalog(
     items = catalog_file.read(path or catalog_file.DEFAULT_PATH)
     # Refuse a clashing lookup key before Stripe is touched; record() checks again.
     db.read(lambda tx: _check_lookup_keys(tx, items))
-    report = push(stripe_client, items, progress=progress)
+    with _one_sync_at_a_time(db, progress):
+        report = push(stripe_client, items, progress=progress)
 
-    def record(tx: Tx) -> None:
-        _upsert_all(tx, items, clock)
-        now = clock.now()
-        for pushed in report.items:
-            tx.catalog.set_stripe_ids(
-                pushed.item_id, product_id=pushed.product_id, price_id=pushed.price_id, now=now
-            )
+        def record(tx: Tx) -> None:
+            _upsert_all(tx, items, clock)
+            now = clock.now()
+            for pushed in report.items:
+                tx.catalog.set_stripe_ids(
+                    pushed.item_id, product_id=pushed.product_id, price_id=pushed.price_id, now=now
+                )
 
-    db.write(record)
+        db.write(record)
     return report
 
 
@@ -64,9 +66,20 @@ def pull_catalog(
     """
     if stripe_client is None:
         raise stripe_not_configured("catalog pull")
-    items = pull(stripe_client, progress=progress)
-    db.write(lambda tx: _upsert_all(tx, items, clock))
+    with _one_sync_at_a_time(db, progress):
+        items = pull(stripe_client, progress=progress)
+        db.write(lambda tx: _upsert_all(tx, items, clock))
     return items
+
+
+def _one_sync_at_a_time(db: Database, progress: Progress) -> AbstractContextManager[None]:
+    """Pushes and pulls take turns, from Stripe's first call to the database write: two that
+    overlapped could each find Stripe as they left it, and the one writing the database last
+    could point it at a price the other had just replaced, no longer on sale."""
+    return db.exclusive(
+        "catalog-sync",
+        waiting=lambda: progress("waiting for another catalog push or pull to finish"),
+    )
 
 
 def seed_default_catalog(db: Database, clock: Clock) -> bool:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from billing_service.db import named_locks
 from billing_service.db.accounts import AccountRepository
 from billing_service.db.buckets import BucketRepository
 from billing_service.db.catalog import CatalogRepository
@@ -82,6 +84,12 @@ class Database:
         if engine.dialect.name == "postgresql":
             self._read_options.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             self._statement_options = {"isolation_level": "AUTOCOMMIT"}
+
+    def exclusive(self, name: str, *, waiting: Callable[[], None]) -> AbstractContextManager[None]:
+        """Hold the lock called name, across processes, until the block ends, for work that
+        must not overlap itself but talks to the network (no transaction stays open). When
+        another process holds it, calls waiting() once, then waits."""
+        return named_locks.held(self.engine, name, waiting=waiting)
 
     def write(self, work: Callable[[Tx], T]) -> T:
         """Run work in a read-write transaction, retrying transient conflicts."""

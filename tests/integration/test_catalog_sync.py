@@ -6,6 +6,8 @@ rebuilds the catalog in an empty database, and the start-up seed loads the defau
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -548,3 +550,82 @@ def test_a_replayed_create_of_a_price_archived_by_hand_makes_a_fresh_price(
     assert item.price_id != archived
     assert fake_stripe.object(item.price_id)["active"] is True
     assert catalog_in_db(ctx)["pack_500"].stripe_price_id == item.price_id
+
+
+def test_pushes_take_turns_so_the_database_names_the_price_on_sale(
+    ctx: AppContext, stripe_client: stripe.StripeClient, tmp_path: Path
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    dearer, dearest = default_document(), default_document()
+    entry(dearer, "pack_500")["unit_amount"] = 600
+    entry(dearest, "pack_500")["unit_amount"] = 700
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first_is_pushing, first_may_go_on, second_waits = (threading.Event() for _ in range(3))
+
+    def first_progress(_line: str) -> None:
+        # Hold the first push mid-way, after its first item, until the test lets it go.
+        if not first_is_pushing.is_set():
+            first_is_pushing.set()
+            assert first_may_go_on.wait(30)
+
+    def second_progress(line: str) -> None:
+        if line.startswith("waiting for another catalog push"):
+            second_waits.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(
+            push_catalog,
+            ctx.db,
+            stripe_client,
+            write_catalog(tmp_path / "a", dearer),
+            ctx.clock,
+            first_progress,
+        )
+        assert first_is_pushing.wait(30)
+        second = pool.submit(
+            push_catalog,
+            ctx.db,
+            stripe_client,
+            write_catalog(tmp_path / "b", dearest),
+            ctx.clock,
+            second_progress,
+        )
+        # Had the second gone ahead, whichever wrote the database last could point it at a
+        # price the other had already replaced.
+        assert second_waits.wait(30), "the second push did not wait for the first"
+        first_may_go_on.set()
+        first.result(timeout=60)
+        second.result(timeout=60)
+
+    (on_sale,) = stripe_client.v1.prices.list(
+        params={"lookup_keys": ["creditline_pack_500"], "limit": 10}
+    ).data
+    recorded = catalog_in_db(ctx)["pack_500"]
+    assert on_sale.active and on_sale.unit_amount == 700
+    assert (recorded.stripe_price_id, recorded.unit_amount) == (on_sale.id, 700)
+
+
+def test_a_pull_waits_for_a_push_in_progress(
+    ctx: AppContext, stripe_client: stripe.StripeClient
+) -> None:
+    pushing, may_go_on, pull_waits = (threading.Event() for _ in range(3))
+
+    def push_progress(_line: str) -> None:
+        if not pushing.is_set():
+            pushing.set()
+            assert may_go_on.wait(30)
+
+    def pull_progress(line: str) -> None:
+        if line.startswith("waiting for another catalog push"):
+            pull_waits.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        pushed = pool.submit(push_catalog, ctx.db, stripe_client, None, ctx.clock, push_progress)
+        assert pushing.wait(30)
+        pulled = pool.submit(pull_catalog, ctx.db, stripe_client, ctx.clock, pull_progress)
+        assert pull_waits.wait(30), "the pull did not wait for the push"
+        may_go_on.set()
+        pushed.result(timeout=60)
+        # The pull read Stripe after the push finished: every item, not the first alone.
+        assert len(pulled.result(timeout=60)) == DEFAULT_ITEMS
