@@ -337,10 +337,10 @@ def _create_price(
     """Create the price and return its id.
 
     The idempotency key names what the price sells and the price it replaces. A push retried
-    after a lost answer gets the same price back; of two pushes of one change at once, one
-    makes the price and the other gets it too (or Stripe's 409, and can be run again). A change
-    undone and redone (A, B, A) replaces a different price each time, so it never replays an
-    old, deactivated one. A replay that returns a price no longer on sale is not used."""
+    after a lost answer gets the same price back (pushes take turns, so a replay is always of
+    an earlier push's create). A change undone and redone (A, B, A) replaces a different
+    price each time, so it never replays an old, deactivated one. A replay that returns a
+    price no longer on sale is not used."""
     params: PriceCreateParams = {
         "product": wanted.product,
         "unit_amount": wanted.unit_amount,
@@ -361,16 +361,28 @@ def _create_price(
         price = client.v1.prices.create(
             params=params, options={"idempotency_key": f"creditline-price:{digest}"}
         )
+        if not _replayed(price):
+            return price.id
         # A replay answers with the price as it was created; ask how it is now.
         now = client.v1.prices.retrieve(price.id)
         if not now.active or now.lookup_key != item.lookup_key:
-            # Stripe replayed a create of the last 24 hours whose price was archived since
-            # (by hand: a push keeps the key on its price). Make a fresh one.
+            # Stripe replayed a create of the last 24 hours whose price has since been
+            # archived or lost its key: by hand, or by a later push of another change (A, B,
+            # then A retried). Make a fresh one.
             price = client.v1.prices.create(
                 params=params,
                 options={"idempotency_key": f"creditline-price:{digest}:{uuid.uuid4().hex}"},
             )
     return price.id
+
+
+def _replayed(answer: stripe.StripeObject) -> bool:
+    """Whether Stripe answered from its idempotency cache (header Idempotent-Replayed)."""
+    response = answer.last_response
+    if response is None:
+        return True  # cannot tell: check, as if it were
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    return headers.get("idempotent-replayed", "").lower() == "true"
 
 
 def _item_from_price(price: stripe.Price) -> CatalogItem:

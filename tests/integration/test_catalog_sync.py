@@ -458,6 +458,9 @@ def test_creating_a_price_is_idempotent_per_change_and_per_price_replaced(
     ]
     assert create.idempotency_key and create.idempotency_key.startswith("creditline-price:")
     (changed,) = first.updated
+    # A price Stripe made just now (no Idempotent-Replayed header) is not read back.
+    reads = [(r.method, r.path) for r in fake_stripe.requests[before:]]
+    assert ("GET", f"/v1/prices/{changed.price_id}") not in reads
 
     # The same request again (a push retried after a lost answer) gets the same price back.
     again = stripe_client.v1.prices.create(
