@@ -42,7 +42,7 @@ from billing_service.service_layer.context import AppContext
 from billing_service.service_layer.idempotency import Outcome, run_idempotent
 from billing_service.service_layer.pagination import Page, decode_token, encode_token, page_size
 from billing_service.service_layer.price_book_cache import PriceBookCache
-from billing_service.service_layer.queries import get_balance
+from billing_service.service_layer.queries import get_balance, get_balance_async
 from billing_service.service_layer.unit_of_work import Tx
 
 DEFAULT_CREDIT_USD = Decimal("0.001")
@@ -96,37 +96,50 @@ def book_in_force(books: PriceBookCache, tx: Tx, at: datetime, version: int = 0)
 
 def estimate_cost(ctx: AppContext, usage: Usage, account_id: str) -> EstimateResult:
     """Price usage under the version in force, with the account's overrides if one is named."""
-    validate_usage(usage, "usage", actual=False)
-    if account_id:
-        check_id(account_id, "account_id")
-
+    _check_estimate(usage, account_id)
     now = ctx.clock.now()
     if not account_id:
         return EstimateResult(estimate(ctx.books.in_force(ctx.db, now), usage, [], now), None)
-
     # The balance as of now (due expiries applied), read before pricing: "covered" is advice
     # for the caller, and the hold that follows checks the balance again under its lock.
-    available = get_balance(ctx, account_id).available if account_id else None
-
-    def read(tx: Tx) -> EstimateResult:
-        book = book_in_force(ctx.books, tx, now)
-        overrides = tx.price_books.overrides_for(account_id) if account_id else []
-        return EstimateResult(estimate(book, usage, overrides, now), available)
-
-    return ctx.db.read(read)
+    available = get_balance(ctx, account_id).available
+    return ctx.db.read(_pricing_for(ctx, usage, account_id, now=now, available=available))
 
 
 async def estimate_cost_async(ctx: AppContext, usage: Usage, account_id: str) -> EstimateResult:
     """estimate_cost, for a coroutine. An estimate for no account, with the price book in
-    force already cached, is priced at once; anything that needs the database is priced off
-    the event loop."""
+    force already cached, is priced at once. For an account, the balance is awaited (shared
+    with concurrent reads, not holding a thread) and only the price-book read runs off the
+    event loop."""
+    _check_estimate(usage, account_id)
+    now = ctx.clock.now()
     if not account_id:
-        validate_usage(usage, "usage", actual=False)
-        now = ctx.clock.now()
         book = ctx.books.in_force_cached(now)
         if book is not None:
             return EstimateResult(estimate(book, usage, [], now), None)
-    return await asyncio.to_thread(estimate_cost, ctx, usage, account_id)
+        return await asyncio.to_thread(estimate_cost, ctx, usage, account_id)
+    available = (await get_balance_async(ctx, account_id)).available
+    read = _pricing_for(ctx, usage, account_id, now=now, available=available)
+    return await asyncio.to_thread(ctx.db.read, read)
+
+
+def _check_estimate(usage: Usage, account_id: str) -> None:
+    validate_usage(usage, "usage", actual=False)
+    if account_id:
+        check_id(account_id, "account_id")
+
+
+def _pricing_for(
+    ctx: AppContext, usage: Usage, account_id: str, *, now: datetime, available: int
+) -> Callable[[Tx], EstimateResult]:
+    """The read that prices usage for an account under the book in force at now."""
+
+    def read(tx: Tx) -> EstimateResult:
+        book = book_in_force(ctx.books, tx, now)
+        overrides = tx.price_books.overrides_for(account_id)
+        return EstimateResult(estimate(book, usage, overrides, now), available)
+
+    return read
 
 
 def price_hold(

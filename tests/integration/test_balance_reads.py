@@ -1,21 +1,27 @@
 """Coalesced balance reads (service_layer/balance_reads.py): calls that arrive while a read is
 in flight share the next statement, each gets its own account's answer, an error reaches every
-call of its batch, and a read never misses a write committed before the call."""
+call of its batch, a read never misses a write committed before the call, and an estimate for
+an account awaits its balance without holding a thread."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from billing_service.domain.errors import NotFound, Unavailable
+from billing_service.domain.pricing import Usage, UsageLine
+from billing_service.pricing import price_book_file
 from billing_service.service_layer import credits, queries
 from billing_service.service_layer.balance_reads import BalanceReads
 from billing_service.service_layer.context import AppContext
+from billing_service.service_layer.pricing import estimate_cost_async, seed_price_book
 from billing_service.service_layer.unit_of_work import Database, Tx
 from tests.integration.test_group_commit import c, open_account
 
@@ -130,3 +136,37 @@ def test_a_balance_read_sees_every_write_committed_before_it(ctx: AppContext) ->
     assert queries.get_balance(ctx, "acct").balance == c("52")
     with pytest.raises(NotFound):
         queries.get_balance(ctx, "nobody")
+
+
+class GatedContextDatabase(GatedDatabase):
+    """GatedDatabase that also serves the rest of Database (transactions) ungated."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+async def test_estimates_for_accounts_await_their_balance_without_holding_a_thread(
+    ctx: AppContext,
+) -> None:
+    seed_price_book(ctx, price_book_file.read(price_book_file.DEFAULT_PATH))
+    ids = ["est-0", "est-1", "est-2"]
+    for n, account_id in enumerate(ids):
+        open_account(ctx, account_id, str(n + 1))
+    db = GatedContextDatabase(ctx.db)
+    gated = replace(ctx, db=db, reads=BalanceReads())  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))  # the one thread handlers may borrow
+    usage = Usage((UsageLine("openai", "gpt-4o", input_tokens=1000, output_tokens=100),), "")
+
+    with ThreadPoolExecutor(1) as own:
+        estimates = [asyncio.create_task(estimate_cost_async(gated, usage, i)) for i in ids]
+        assert await loop.run_in_executor(own, db.entered.wait, 10)
+        # The first balance read is held at the gate and the others queue behind it, and
+        # the thread every handler shares is still free for other work.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 10) == "free"
+        db.gate.set()
+        results = await asyncio.gather(*estimates)
+
+    assert [r.available for r in results] == [c("1"), c("2"), c("3")]
+    assert len({r.cost.total for r in results}) == 1 and results[0].cost.total > 0
+    assert len(db.statements) == 2  # the held read, then one for the two queued behind it
