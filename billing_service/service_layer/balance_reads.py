@@ -13,11 +13,10 @@ no network to save, reads per call.
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from billing_service.db.accounts import Sums
 from billing_service.domain.model import Bucket
-from billing_service.service_layer.coalescing import Coalescer
+from billing_service.service_layer.coalescing import Coalescer, PerTarget
 from billing_service.service_layer.unit_of_work import Database
 
 MAX_BATCH = 128
@@ -29,37 +28,29 @@ class BalanceReads:
     """Reads accounts' sums and live buckets, sharing statements between concurrent calls."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_db: dict[int, tuple[Database, Coalescer[str, Found]]] = {}
+        self._coalescers: PerTarget[str, Found] = PerTarget(_make_coalescer)
 
     def sums_and_live(self, db: Database, account_id: str) -> Found:
         """The account's sums and live buckets, or None when it does not exist."""
         if db.engine.dialect.name != "postgresql":
             return db.read_statement(lambda tx: tx.buckets.sums_and_live(account_id))
-        return self._coalescer(db).call(account_id)
+        return self._coalescers.get(db).call(account_id)
 
     async def sums_and_live_async(self, db: Database, account_id: str) -> Found:
         """sums_and_live, for a coroutine: the read runs off the event loop."""
         if db.engine.dialect.name != "postgresql":
             return await asyncio.to_thread(self.sums_and_live, db, account_id)
-        return await self._coalescer(db).call_async(account_id)
+        return await self._coalescers.get(db).call_async(account_id)
 
     def queued(self, db: Database) -> int:
         """Calls waiting behind the read in flight (for tests)."""
-        found = self._by_db.get(id(db))
-        return 0 if found is None else found[1].queued()
+        coalescer = self._coalescers.existing(db)
+        return 0 if coalescer is None else coalescer.queued()
 
-    def _coalescer(self, db: Database) -> Coalescer[str, Found]:
-        found = self._by_db.get(id(db))
-        if found is None:
-            with self._lock:
-                found = self._by_db.get(id(db))
-                if found is None:
 
-                    def read(ids: list[str]) -> list[Found]:
-                        rows = db.read_statement(lambda tx: tx.buckets.sums_and_live_many(ids))
-                        return [rows.get(account_id) for account_id in ids]
+def _make_coalescer(db: Database) -> Coalescer[str, Found]:
+    def read(ids: list[str]) -> list[Found]:
+        rows = db.read_statement(lambda tx: tx.buckets.sums_and_live_many(ids))
+        return [rows.get(account_id) for account_id in ids]
 
-                    coalescer = Coalescer(read, max_batch=MAX_BATCH, name="balance-read")
-                    found = self._by_db[id(db)] = (db, coalescer)
-        return found[1]
+    return Coalescer(read, max_batch=MAX_BATCH, name="balance-read")

@@ -212,3 +212,32 @@ def _settle(batch: list[_Slot[Any, Any]]) -> None:
             future.set_exception(slot.error)
         else:
             future.set_result(slot.result)
+
+
+class PerTarget(Generic[T, R]):
+    """One coalescer per target (a database; a database and a clock), made on first use.
+
+    Keyed by the targets' ids; each entry keeps its targets alive, so an id cannot be reused
+    by another object while its key is here. In production there is one target per process.
+    """
+
+    def __init__(self, make: Callable[..., Coalescer[T, R]]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[int, ...], tuple[tuple[object, ...], Coalescer[T, R]]] = {}
+
+    def get(self, *targets: object) -> Coalescer[T, R]:
+        """The targets' coalescer, made by make(*targets) on first use."""
+        key = tuple(id(target) for target in targets)
+        found = self._by_key.get(key)
+        if found is None:
+            with self._lock:
+                found = self._by_key.get(key)
+                if found is None:
+                    found = self._by_key[key] = (targets, self._make(*targets))
+        return found[1]
+
+    def existing(self, *targets: object) -> Coalescer[T, R] | None:
+        """The targets' coalescer if one was made."""
+        found = self._by_key.get(tuple(id(target) for target in targets))
+        return None if found is None else found[1]

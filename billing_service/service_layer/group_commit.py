@@ -31,7 +31,6 @@ Invariants (each is a test in tests/integration):
 from __future__ import annotations
 
 import functools
-import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from billing_service.domain.errors import (
     Unavailable,
 )
 from billing_service.service_layer.books import OpenBook, open_books, save_books
-from billing_service.service_layer.coalescing import Coalescer
+from billing_service.service_layer.coalescing import Coalescer, PerTarget
 from billing_service.service_layer.idempotency import Outcome
 from billing_service.service_layer.unit_of_work import Database, Tx
 
@@ -78,9 +77,6 @@ class PendingWrite(Generic[R]):
     alone: Callable[[], Outcome[R]]
 
 
-_Target = tuple[Database, Clock, Coalescer[PendingWrite[Any], Outcome[Any]]]
-
-
 class GroupCommitter:
     """Lanes of queued writes (service_layer/coalescing), each flushed one batch at a time.
 
@@ -90,11 +86,10 @@ class GroupCommitter:
 
     def __init__(self, lanes: int = DEFAULT_LANES) -> None:
         self._lanes = lanes
-        self._lock = threading.Lock()
         # One coalescer per database and clock: in production there is one of each.
-        # By id of database and clock; each entry keeps its database and clock alive, so an
-        # id cannot be reused while its key is here.
-        self._by_target: dict[tuple[int, int], _Target] = {}
+        self._coalescers: PerTarget[PendingWrite[Any], Outcome[Any]] = PerTarget(
+            self._make_coalescer
+        )
 
     def submit(self, db: Database, clock: Clock, pending: PendingWrite[R]) -> Outcome[R]:
         """Queue a write, lead flushes when it is this write's turn, and return its outcome."""
@@ -113,20 +108,17 @@ class GroupCommitter:
         return zlib.crc32((pending.account_id or pending.reservation_id).encode()) % self._lanes
 
     def _coalescer(self, db: Database, clock: Clock) -> Coalescer[PendingWrite[Any], Outcome[Any]]:
-        key = (id(db), id(clock))
-        found = self._by_target.get(key)
-        if found is None:
-            with self._lock:
-                found = self._by_target.get(key)
-                if found is None:
-                    coalescer = Coalescer(
-                        functools.partial(_flush, db, clock),
-                        max_batch=MAX_BATCH,
-                        lanes=self._lanes,
-                        name="flush",
-                    )
-                    found = self._by_target[key] = (db, clock, coalescer)
-        return found[2]
+        return self._coalescers.get(db, clock)
+
+    def _make_coalescer(
+        self, db: Database, clock: Clock
+    ) -> Coalescer[PendingWrite[Any], Outcome[Any]]:
+        return Coalescer(
+            functools.partial(_flush, db, clock),
+            max_batch=MAX_BATCH,
+            lanes=self._lanes,
+            name="flush",
+        )
 
 
 def _flush(

@@ -6,11 +6,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
 
-from billing_service.service_layer.coalescing import Coalescer
+from billing_service.service_layer.coalescing import Coalescer, PerTarget
 
 T = TypeVar("T")
 
@@ -199,3 +200,27 @@ async def test_coroutines_queued_behind_a_thread_are_run_by_the_coalescer() -> N
     assert by_thread == [10]
     assert run.batches == [[1], [2, 3]]
     assert run.threads == {"caller", "test_0"}
+
+
+def test_per_target_makes_one_coalescer_per_target_even_when_first_asked_at_once() -> None:
+    made: list[tuple[object, ...]] = []
+
+    def make(*targets: object) -> Coalescer[int, int]:
+        made.append(targets)
+        return Coalescer(lambda items: items, max_batch=4, name="per-target")
+
+    per_target: PerTarget[int, int] = PerTarget(make)
+    a, b, clock = object(), object(), object()
+    start = threading.Barrier(8)
+
+    def first_use(_: int) -> Coalescer[int, int]:
+        start.wait()
+        return per_target.get(a, clock)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = set(pool.map(first_use, range(8)))
+
+    assert len(got) == 1 and made == [(a, clock)]
+    assert per_target.get(b, clock) is not per_target.get(a, clock)
+    assert per_target.existing(a, clock) is got.pop()
+    assert per_target.existing(a, b) is None
