@@ -27,7 +27,7 @@ from creditline.v1 import (
     credit_service_pb2,
     credit_service_pb2_grpc,
 )
-from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import _async as health_aio  # public as health.aio, unknown to the stubs
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
