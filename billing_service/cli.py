@@ -190,6 +190,7 @@ def _serve(settings: Settings) -> int:
         ctx,
         interval=settings.sweep_interval_seconds,
         batch=settings.sweep_batch,
+        retention=settings.idempotency_retention,
         metrics=metrics,
     )
     if settings.run_jobs:
@@ -361,10 +362,11 @@ def _worker(settings: Settings, *, once: bool) -> int:
         make_context(engine, settings),
         interval=settings.sweep_interval_seconds,
         batch=settings.sweep_batch,
+        retention=settings.idempotency_retention,
         metrics=_start_metrics(settings),
     )
     if once:
-        while sweeper.run_once() >= settings.sweep_batch:
+        while sweeper.run_once().more:
             pass
         return 0
     sweeper.start()

@@ -35,6 +35,11 @@ class Metrics:
             "Accounts whose due expiries and pending grants the sweeper applied.",
             registry=self.registry,
         )
+        self.pruned_idempotency_records = Counter(
+            "creditline_sweeper_idempotency_records_deleted",
+            "Idempotency records the sweeper deleted past CREDITLINE_IDEMPOTENCY_RETENTION_DAYS.",
+            registry=self.registry,
+        )
         self.sweep_failures = Counter(
             "creditline_sweeper_failures",
             "Sweeper passes that failed (they are retried after the interval).",

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         5.0, gt=0, description="how often the sweeper looks for due expiries"
     )
     sweep_batch: int = Field(100, gt=0, description="accounts swept per sweeper pass")
+    idempotency_retention_days: int = Field(
+        30,
+        ge=0,
+        description="days a mutating call's idempotency key replays its first answer; the "
+        "sweeper deletes older records (0 keeps them forever)",
+    )
     run_jobs: bool = Field(True, description="run background jobs inside `serve`")
     seed_default_price_book: bool = Field(
         True, description="load the shipped price book as version 1 when there is none"
@@ -99,3 +105,9 @@ class Settings(BaseSettings):
     def hold_max_ttl(self) -> timedelta:
         """hold_max_ttl_seconds as a timedelta."""
         return timedelta(seconds=self.hold_max_ttl_seconds)
+
+    @property
+    def idempotency_retention(self) -> timedelta | None:
+        """idempotency_retention_days as a timedelta; None keeps records forever."""
+        days = self.idempotency_retention_days
+        return timedelta(days=days) if days else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, delete, select
 
 from billing_service.db.codec import to_micros
 from billing_service.db.tables import idempotency_records
@@ -82,3 +82,18 @@ class IdempotencyRepository:
                 "created_at": to_micros(now),
             },
         )
+
+    def delete_older_than(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to limit records made before cutoff, oldest first; how many went."""
+        oldest = (
+            select(idempotency_records.c.key)
+            .where(idempotency_records.c.created_at < to_micros(cutoff))
+            .order_by(idempotency_records.c.created_at)
+            .limit(limit)
+        )
+        result = self._conn.execute(
+            delete(idempotency_records).where(
+                idempotency_records.c.key.in_(oldest.scalar_subquery())
+            )
+        )
+        return int(result.rowcount)

@@ -22,9 +22,10 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest revision."""
+    """Bring the database to the newest revision, one transaction per revision (Alembic's
+    own), so a revision may build an index outside any transaction (CONCURRENTLY)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -139,6 +139,8 @@ idempotency_records = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("response", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The sweeper deletes records past their retention, oldest first.
+    Index(None, "created_at"),
 )
 
 # Price book versions are immutable: a change is a new version. Prices are exact decimal

@@ -1,11 +1,14 @@
 """The time-driven work nobody's call triggers: holds expiring, buckets expiring, pending
-grants taking effect, on accounts that no request touches.
+grants taking effect, on accounts that no request touches; and idempotency records past their
+retention deleted.
 
 Safe on many replicas at once: each account is swept under its own row lock, and a sweep that
 finds nothing due changes nothing.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from billing_service.service_layer.books import open_book, save_book
 from billing_service.service_layer.context import AppContext
@@ -23,3 +26,17 @@ def sweep_due_accounts(ctx: AppContext, *, batch: int = 100) -> int:
 
         ctx.db.write(sweep)
     return len(due)
+
+
+def prune_idempotency_records(ctx: AppContext, *, retention: timedelta, batch: int = 1000) -> int:
+    """Delete up to `batch` idempotency records older than retention, in one short
+    transaction; returns how many were deleted.
+
+    A key whose record is gone is a new key: a retry that late would be applied again. So the
+    retention must outlast every retry a caller makes (Stripe's own keys last 24 hours). Stripe
+    events stay safe whatever it is: each is also recorded by event id, kept for good.
+    """
+    if retention <= timedelta(0):
+        raise ValueError("retention must be positive")
+    cutoff = ctx.clock.now() - retention
+    return ctx.db.write(lambda tx: tx.idempotency.delete_older_than(cutoff, batch))

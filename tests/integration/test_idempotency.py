@@ -3,17 +3,22 @@ same key for a different request is refused; a failed call records nothing."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from creditline import CreditlineClient
 from creditline.errors import IdempotencyKeyReused, InsufficientCredits
 from creditline.v1 import grant_pb2
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from billing_service.db.engine import build_engine
 from billing_service.domain.clock import ManualClock
+from billing_service.jobs import sweeper as sweeper_module
+from billing_service.jobs.sweeper import Sweeper
 from billing_service.rpc.server import build_server
 from billing_service.service_layer.context import AppContext, HoldPolicy
 from billing_service.service_layer.unit_of_work import Database
+from billing_service.settings import Settings
 from tests.helpers import ledger_sum, table_counts
 
 
@@ -113,3 +118,76 @@ def test_replay_survives_a_restart(
         engine.dispose()
     assert again.replayed
     assert again.ledger_entry == first.ledger_entry
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def record_keys(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(text("SELECT key FROM idempotency_records")).scalars())
+
+
+def test_records_past_their_retention_are_deleted_and_their_keys_run_anew(
+    client: CreditlineClient, ctx: AppContext, clock: ManualClock, engine: Engine
+) -> None:
+    client.create_account("acct", idempotency_key="create-acct")
+    client.grant_credits("acct", "10", source=grant_pb2.GRANT_SOURCE_PURCHASE, idempotency_key="g")
+    client.spend_credits("acct", "1", idempotency_key="spend-old")
+    clock.advance(timedelta(days=29))
+    client.spend_credits("acct", "1", idempotency_key="spend-new")
+    clock.advance(timedelta(days=2))  # the first three are 31 days old, the last 2
+    sweeper = Sweeper(ctx, interval=60, batch=10, retention=timedelta(days=30))
+
+    done = sweeper.run_once()
+
+    assert (done.pruned, done.more) == (3, False)
+    assert record_keys(engine) == {"spend-new"}
+    assert client.spend_credits("acct", "1", idempotency_key="spend-new").replayed
+    # A key past its retention is a new key: the retry is applied again, as documented.
+    late = client.spend_credits("acct", "1", idempotency_key="spend-old")
+    assert (late.replayed, late.available) == (False, "7")
+    assert sweeper.run_once().pruned == 0
+
+
+def test_records_go_oldest_first_in_batches_and_a_full_batch_asks_for_more(
+    client: CreditlineClient,
+    ctx: AppContext,
+    clock: ManualClock,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client.create_account("acct", idempotency_key="k0")
+    for n in range(1, 5):
+        clock.advance(timedelta(minutes=1))
+        client.grant_credits(
+            "acct", "1", source=grant_pb2.GRANT_SOURCE_PURCHASE, idempotency_key=f"k{n}"
+        )
+    clock.advance(timedelta(days=1))
+    monkeypatch.setattr(sweeper_module, "PRUNE_BATCH", 2)
+    sweeper = Sweeper(ctx, interval=60, batch=10, retention=timedelta(hours=1))
+
+    first = sweeper.run_once()
+    assert (first.pruned, first.more) == (2, True)
+    assert record_keys(engine) == {"k2", "k3", "k4"}
+    assert [sweeper.run_once().pruned for _ in range(3)] == [2, 1, 0]
+    assert record_keys(engine) == set()
+
+
+def test_without_a_retention_records_are_kept(
+    client: CreditlineClient, ctx: AppContext, clock: ManualClock, engine: Engine
+) -> None:
+    client.create_account("acct", idempotency_key="create-acct")
+    clock.advance(timedelta(days=3650))
+    assert Sweeper(ctx, interval=60, batch=10, retention=None).run_once().pruned == 0
+    assert record_keys(engine) == {"create-acct"}
+
+
+@pytest.mark.parametrize(("days", "kept"), [("0", None), ("7", timedelta(days=7))])
+def test_the_retention_setting(
+    monkeypatch: pytest.MonkeyPatch, days: str, kept: timedelta | None
+) -> None:
+    monkeypatch.delenv("CREDITLINE_IDEMPOTENCY_RETENTION_DAYS", raising=False)
+    assert Settings().idempotency_retention == timedelta(days=30)  # the default
+    monkeypatch.setenv("CREDITLINE_IDEMPOTENCY_RETENTION_DAYS", days)
+    assert Settings().idempotency_retention == kept

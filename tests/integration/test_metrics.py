@@ -63,7 +63,7 @@ def test_the_sweeper_counts_the_accounts_it_swept(
             expire_time=clock.now() + timedelta(hours=1),
         )
     clock.advance(timedelta(hours=2))
-    assert Sweeper(ctx, interval=60, batch=10, metrics=metrics).run_once() == 2
+    assert Sweeper(ctx, interval=60, batch=10, metrics=metrics).run_once().swept == 2
     assert metrics.registry.get_sample_value("creditline_sweeper_accounts_total") == 2
 
 

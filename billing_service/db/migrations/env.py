@@ -28,6 +28,9 @@ def _run(connection: object) -> None:
         target_metadata=metadata,
         render_as_batch=True,
         compare_type=True,
+        # Each revision commits on its own: one that must run outside a transaction (an index
+        # built CONCURRENTLY) commits only the revisions before it, which are complete.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()
