@@ -182,6 +182,14 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
     item = tx.catalog.get(package_id)
     if not isinstance(item, CreditPackage):
         raise NotFound("CATALOG_ITEM", "package_id", package_id or "(none)")
+    if offer is None and not _paid_in_full(session, item):
+        save_book(tx, opened)
+        return EventResult(
+            EventOutcome.IGNORED,
+            f"session {session.session_id} paid {session.amount_total} {session.currency or '?'}"
+            f", less than {item.id}'s price of {item.unit_amount} {item.currency}, and "
+            "CreateCheckoutSession did not create it: not granted",
+        )
     credits = _sold_credits(session, offer, item)
     bucket, _ = opened.book.grant(
         source=GrantSource.PURCHASE,
@@ -219,6 +227,28 @@ def _checkout(tx: Tx, event: StripeEvent, session: CheckoutCompleted, now: datet
         f"granted {format_amount(credits)} credits of {item.id} to {account_id}",
         (bucket.id,),
     )
+
+
+def _paid_in_full(session: CheckoutCompleted, item: CreditPackage) -> bool:
+    """Whether a session Creditline holds no offer for paid at least the package's price, in
+    its currency. Such a session (a Payment Link, one made with a Stripe key) names its package
+    in metadata anyone with a Stripe key can write; without this, a $1 session could name the
+    dearest package. A shortfall is logged as an error: a buyer may be owed credits (a session
+    made before an upgrade, paid after a price rise), which an operator grants by hand."""
+    if session.currency == item.currency and session.amount_total >= item.unit_amount:
+        return True
+    log.error(
+        "checkout session without an offer paid less than its package's price; not granted",
+        extra={
+            "session_id": session.session_id,
+            "package_id": item.id,
+            "amount_total": session.amount_total,
+            "currency": session.currency,
+            "unit_amount": item.unit_amount,
+            "package_currency": item.currency,
+        },
+    )
+    return False
 
 
 def _sold_credits(

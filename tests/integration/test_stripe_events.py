@@ -347,6 +347,28 @@ def test_a_session_creditline_did_not_create_grants_the_catalogs_credits_not_its
     assert balance(seller) == (credits_("500"), credits_("500"))
 
 
+@pytest.mark.parametrize(
+    ("package", "amount_total", "currency"),
+    [("pack_2000", 500, "usd"), ("pack_500", 499, "usd"), ("pack_500", 500, "eur")],
+    ids=["dearer-package", "short-by-a-cent", "other-currency"],
+)
+def test_a_session_creditline_did_not_create_that_paid_less_than_its_package_grants_nothing(
+    seller: AppContext, engine: Engine, package: str, amount_total: int, currency: str
+) -> None:
+    # Its metadata names the package, and anyone with a Stripe key can write metadata.
+    forged = replace(
+        checkout("cs_cheap", package=package), amount_total=amount_total, currency=currency
+    )
+    result = apply(seller, event(forged, START))
+    assert result.outcome is EventOutcome.IGNORED and "not granted" in result.detail
+    # Stripe's second word on the same session changes nothing either.
+    assert apply(seller, event(forged, START + timedelta(minutes=1))).outcome is (
+        EventOutcome.IGNORED
+    )
+    assert balance(seller) == (0, 0) and ledger_sum(engine, ACCOUNT) == 0
+    assert seller.db.read(lambda tx: tx.stripe.purchase("cs_cheap")) is None
+
+
 def test_a_retried_checkout_keeps_the_offer_its_first_attempt_made(seller: AppContext) -> None:
     first = sell(seller, "pack_500", "buy-once")
     reprice(seller, "pack_500", "1000")
