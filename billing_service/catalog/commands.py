@@ -16,6 +16,7 @@ from pathlib import Path
 import stripe
 
 from billing_service.catalog import catalog_file
+from billing_service.db.named_locks import Held
 from billing_service.domain.catalog import CatalogItem
 from billing_service.domain.clock import Clock
 from billing_service.domain.errors import FailedPrecondition, stripe_not_configured
@@ -42,7 +43,7 @@ def push_catalog(
     items = catalog_file.read(path or catalog_file.DEFAULT_PATH)
     # Refuse a clashing lookup key before Stripe is touched; record() checks again.
     db.read(lambda tx: _check_lookup_keys(tx, items))
-    with _one_sync_at_a_time(db, progress):
+    with _one_sync_at_a_time(db, progress) as lock:
         report = push(stripe_client, items, progress=progress)
 
         def record(tx: Tx) -> None:
@@ -53,6 +54,7 @@ def push_catalog(
                     pushed.item_id, product_id=pushed.product_id, price_id=pushed.price_id, now=now
                 )
 
+        lock.check()
         db.write(record)
     return report
 
@@ -66,13 +68,14 @@ def pull_catalog(
     """
     if stripe_client is None:
         raise stripe_not_configured("catalog pull")
-    with _one_sync_at_a_time(db, progress):
+    with _one_sync_at_a_time(db, progress) as lock:
         items = pull(stripe_client, progress=progress)
+        lock.check()
         db.write(lambda tx: _upsert_all(tx, items, clock))
     return items
 
 
-def _one_sync_at_a_time(db: Database, progress: Progress) -> AbstractContextManager[None]:
+def _one_sync_at_a_time(db: Database, progress: Progress) -> AbstractContextManager[Held]:
     """Pushes and pulls take turns, from Stripe's first call to the database write: two that
     overlapped could each find Stripe as they left it, and the one writing the database last
     could point it at a price the other had just replaced, no longer on sale."""

@@ -85,10 +85,13 @@ class Database:
             self._read_options.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             self._statement_options = {"isolation_level": "AUTOCOMMIT"}
 
-    def exclusive(self, name: str, *, waiting: Callable[[], None]) -> AbstractContextManager[None]:
+    def exclusive(
+        self, name: str, *, waiting: Callable[[], None]
+    ) -> AbstractContextManager[named_locks.Held]:
         """Hold the lock called name, across processes, until the block ends, for work that
         must not overlap itself but talks to the network (no transaction stays open). When
-        another process holds it, calls waiting() once, then waits."""
+        another process holds it, calls waiting() once, then waits. Check the lock it gives
+        just before the write it protects (named_locks.Held.check)."""
         return named_locks.held(self.engine, name, waiting=waiting)
 
     def write(self, work: Callable[[Tx], T]) -> T:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import stripe
 from sqlalchemy import Engine, func, select
@@ -632,3 +633,40 @@ def test_a_pull_waits_for_a_push_in_progress(
         pushed.result(timeout=60)
         # The pull read Stripe after the push finished: every item, not the first alone.
         assert len(pulled.result(timeout=60)) == DEFAULT_ITEMS
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_push_whose_lock_was_cut_off_writes_nothing(
+    ctx: AppContext, stripe_client: stripe.StripeClient, tmp_path: Path
+) -> None:
+    push_catalog(ctx.db, stripe_client, None, ctx.clock, quiet)
+    before = catalog_in_db(ctx)
+    document = default_document()
+    entry(document, "pack_500")["unit_amount"] = 600
+    url = ctx.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    cut: list[int] = []
+
+    def cut_the_lock(_line: str) -> None:
+        # Mid-push, the server drops the lock's connection (an idle timeout, a failover), and
+        # with it the lock: another push could start now.
+        if not cut:
+            with psycopg.connect(url, autocommit=True) as admin:
+                rows = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
+                )
+                cut.extend(row[0] for row in rows)
+
+    with pytest.raises(FailedPrecondition) as lost:
+        push_catalog(
+            ctx.db, stripe_client, write_catalog(tmp_path, document), ctx.clock, cut_the_lock
+        )
+
+    assert cut == [True]
+    assert lost.value.reason == "LOCK_LOST"
+    assert catalog_in_db(ctx) == before
+    # The next push runs (the pool let go of the dead connection) and finishes the job.
+    push_catalog(ctx.db, stripe_client, write_catalog(tmp_path, document), ctx.clock, quiet)
+    assert catalog_in_db(ctx)["pack_500"].unit_amount == 600
