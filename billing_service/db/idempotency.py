@@ -90,6 +90,8 @@ class IdempotencyRepository:
             .where(idempotency_records.c.created_at < to_micros(cutoff))
             .order_by(idempotency_records.c.created_at)
             .limit(limit)
+            # Replicas' sweepers take different rows instead of queueing on the same ones.
+            .with_for_update(skip_locked=True)
         )
         result = self._conn.execute(
             delete(idempotency_records).where(

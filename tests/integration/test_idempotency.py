@@ -3,6 +3,8 @@ same key for a different request is refused; a failed call records nothing."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -17,6 +19,7 @@ from billing_service.jobs import sweeper as sweeper_module
 from billing_service.jobs.sweeper import Sweeper
 from billing_service.rpc.server import build_server
 from billing_service.service_layer.context import AppContext, HoldPolicy
+from billing_service.service_layer.sweeping import prune_idempotency_records
 from billing_service.service_layer.unit_of_work import Database
 from billing_service.settings import Settings
 from tests.helpers import ledger_sum, table_counts
@@ -191,3 +194,26 @@ def test_the_retention_setting(
     assert Settings().idempotency_retention == timedelta(days=30)  # the default
     monkeypatch.setenv("CREDITLINE_IDEMPOTENCY_RETENTION_DAYS", days)
     assert Settings().idempotency_retention == kept
+
+
+def test_sweepers_pruning_at_once_delete_each_record_once(
+    ctx: AppContext, clock: ManualClock, engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO idempotency_records VALUES (:k, 'Op', 'f', '{}', :t)"),
+            [{"k": f"key-{n}", "t": n} for n in range(300)],
+        )
+    start = threading.Barrier(4)
+
+    def prune_until_none() -> int:
+        start.wait()
+        total = 0
+        while deleted := prune_idempotency_records(ctx, retention=timedelta(days=1), batch=25):
+            total += deleted
+        return total
+
+    with ThreadPoolExecutor(4) as pool:
+        totals = list(pool.map(lambda _: prune_until_none(), range(4)))
+
+    assert sum(totals) == 300 and record_keys(engine) == set()
