@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from billing_service.domain.errors import StripeUnavailable
+from billing_service.domain.errors import FailedPrecondition, StripeUnavailable
 from billing_service.service_layer.ports import CheckoutSession
 
 
@@ -19,7 +19,7 @@ class RecordingStripe:
 
     calls: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     customers: dict[str, str] = field(default_factory=dict)
-    sessions: dict[str, str] = field(default_factory=dict)
+    sessions: dict[str, tuple[str, tuple[object, ...]]] = field(default_factory=dict)
     down: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -48,10 +48,21 @@ class RecordingStripe:
             metadata=dict(metadata),
             key=idempotency_key,
         )
-        # Like Stripe: a retry under the same key answers with the session the first made.
+        # Like Stripe: a retry under the same key answers with the session the first made, and
+        # the same key with other parameters is refused.
+        asked = (customer_id, price_id, mode, dict(metadata), success_url, cancel_url)
         with self._lock:
-            session_id = self.sessions.setdefault(idempotency_key, f"cs_{len(self.sessions) + 1}")
-        return CheckoutSession(session_id, f"https://checkout.example/{mode}")
+            first = self.sessions.setdefault(
+                idempotency_key, (f"cs_{len(self.sessions) + 1}", asked)
+            )
+        if first[1] != asked:
+            raise FailedPrecondition(
+                "Stripe refused the request: Keys for idempotent requests can only be used "
+                "with the same parameters they were first used with",
+                reason="STRIPE_REQUEST_REJECTED",
+                stripe_status="400",
+            )
+        return CheckoutSession(first[0], f"https://checkout.example/{mode}")
 
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
         self._record("portal", customer=customer_id, return_url=return_url)

@@ -15,14 +15,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from billing_service.catalog.commands import seed_default_catalog
 from billing_service.db import dataclass_json as codec
 from billing_service.db.idempotency import IdempotencyRecord
 from billing_service.domain.amounts import parse_amount
+from billing_service.domain.catalog import CreditPackage
 from billing_service.domain.clock import ManualClock
-from billing_service.domain.errors import NotFound
+from billing_service.domain.errors import FailedPrecondition, NotFound
 from billing_service.domain.model import BillingMode, GrantSource
 from billing_service.domain.stripe_events import (
     ChargeRefunded,
@@ -47,6 +48,7 @@ from billing_service.service_layer import (
     stripe_events,
 )
 from billing_service.service_layer.context import AppContext, BillingPolicy
+from billing_service.service_layer.unit_of_work import Tx
 from tests.fakes.stripe_port import RecordingStripe
 from tests.helpers import ledger_sum
 
@@ -298,8 +300,9 @@ def sell(ctx: AppContext, package: str, key: str) -> str:
 def reprice(ctx: AppContext, package: str, credits: str) -> None:
     """A catalog push changing a package's credits."""
 
-    def change(tx) -> None:  # type: ignore[no-untyped-def]
+    def change(tx: Tx) -> None:
         item = tx.catalog.get(package)
+        assert isinstance(item, CreditPackage)
         tx.catalog.upsert(replace(item, credits=credits_(credits)), START)
 
     ctx.db.write(change)
@@ -369,16 +372,35 @@ def test_a_session_creditline_did_not_create_that_paid_less_than_its_package_gra
     assert seller.db.read(lambda tx: tx.stripe.purchase("cs_cheap")) is None
 
 
-def test_a_retried_checkout_keeps_the_offer_its_first_attempt_made(seller: AppContext) -> None:
+def test_a_retried_checkout_gets_its_session_and_keeps_its_one_offer(
+    seller: AppContext, engine: Engine
+) -> None:
     first = sell(seller, "pack_500", "buy-once")
-    reprice(seller, "pack_500", "1000")
     again = sell(seller, "pack_500", "buy-once")  # Stripe answers with the same session
 
     assert again == first
+    assert offer_count(engine) == 1
     offer = seller.db.read(lambda tx: tx.stripe.checkout_offer(first))
     assert offer is not None and (offer.account_id, offer.credits) == (ACCOUNT, credits_("500"))
+
+
+def test_a_checkout_retried_after_a_push_changed_its_package_is_refused_by_stripe(
+    seller: AppContext,
+) -> None:
+    first = sell(seller, "pack_500", "buy-once")
+    reprice(seller, "pack_500", "1000")
+    # The retry asks Stripe for other metadata under the same key, which Stripe refuses.
+    with pytest.raises(FailedPrecondition) as refused:
+        sell(seller, "pack_500", "buy-once")
+    assert refused.value.reason == "STRIPE_REQUEST_REJECTED"
+    # The first session still grants what it sold.
     apply(seller, event(checkout(first), START))
     assert balance(seller)[0] == credits_("500")
+
+
+def offer_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT COUNT(*) FROM checkout_offers")).scalar_one())
 
 
 def test_concurrent_retries_of_one_checkout_record_one_offer(seller: AppContext) -> None:
@@ -392,7 +414,7 @@ def test_concurrent_retries_of_one_checkout_record_one_offer(seller: AppContext)
     with ThreadPoolExecutor(callers) as pool:
         sessions = set(pool.map(lambda _: buy(), range(callers)))
 
-    assert len(sessions) == 1
+    assert len(sessions) == 1 and offer_count(seller.db.engine) == 1
     (session_id,) = sessions
     offer = seller.db.read(lambda tx: tx.stripe.checkout_offer(session_id))
     assert offer is not None and offer.credits == credits_("100")
