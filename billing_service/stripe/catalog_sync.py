@@ -150,8 +150,8 @@ def _confirm_on_sale(
     client: stripe.StripeClient, items: Sequence[CatalogItem], report: PushReport
 ) -> None:
     """Check that every pushed price is active and holds its item's lookup key, so the
-    database is never pointed at a price that is not on sale (a push of another catalog may
-    have run at the same time and taken the key)."""
+    database is never pointed at a price that is not on sale (the key may have moved
+    meanwhile: a price edited by hand, or a push by a release without the catalog lock)."""
     keys = {item.id: item.lookup_key for item in items}
     holders: dict[str, stripe.Price] = {}
     wanted = list(keys.values())
@@ -165,8 +165,8 @@ def _confirm_on_sale(
         if holder is None or holder.id != pushed.price_id or not holder.active:
             raise FailedPrecondition(
                 f"{pushed.item_id}: the price this push made ({pushed.price_id}) is no longer the "
-                "one on sale; another catalog push may have run at the same time. Nothing was "
-                "written to the database: run the push again",
+                "one on sale; it was changed meanwhile (by hand, or by a push of an older "
+                "release). Nothing was written to the database: run the push again",
                 reason="CATALOG_PUSH_RACED",
                 item_id=pushed.item_id,
             )

@@ -556,6 +556,29 @@ def test_a_replayed_create_of_a_price_archived_by_hand_makes_a_fresh_price(
     assert catalog_in_db(ctx)["pack_500"].stripe_price_id == item.price_id
 
 
+class HeldAfterFirstItem:
+    """Progress that holds its push after the first item until `release` is set."""
+
+    def __init__(self) -> None:
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, _line: str) -> None:
+        if not self.holding.is_set():
+            self.holding.set()
+            assert self.release.wait(30)
+
+
+class SaysItWaits:
+    """Progress that notes when its push or pull says it waits for another."""
+
+    def __init__(self) -> None:
+        self.waits = threading.Event()
+
+    def __call__(self, line: str) -> None:
+        if line.startswith("waiting for another catalog push"):
+            self.waits.set()
+
+
 def test_pushes_take_turns_so_the_database_names_the_price_on_sale(
     ctx: AppContext, stripe_client: stripe.StripeClient, tmp_path: Path
 ) -> None:
@@ -565,42 +588,32 @@ def test_pushes_take_turns_so_the_database_names_the_price_on_sale(
     entry(dearest, "pack_500")["unit_amount"] = 700
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first_is_pushing, first_may_go_on, second_waits = (threading.Event() for _ in range(3))
-
-    def first_progress(_line: str) -> None:
-        # Hold the first push mid-way, after its first item, until the test lets it go.
-        if not first_is_pushing.is_set():
-            first_is_pushing.set()
-            assert first_may_go_on.wait(30)
-
-    def second_progress(line: str) -> None:
-        if line.startswith("waiting for another catalog push"):
-            second_waits.set()
+    first, second = HeldAfterFirstItem(), SaysItWaits()
 
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(
+        first_push = pool.submit(
             push_catalog,
             ctx.db,
             stripe_client,
             write_catalog(tmp_path / "a", dearer),
             ctx.clock,
-            first_progress,
+            first,
         )
-        assert first_is_pushing.wait(30)
-        second = pool.submit(
+        assert first.holding.wait(30)
+        second_push = pool.submit(
             push_catalog,
             ctx.db,
             stripe_client,
             write_catalog(tmp_path / "b", dearest),
             ctx.clock,
-            second_progress,
+            second,
         )
         # Had the second gone ahead, whichever wrote the database last could point it at a
         # price the other had already replaced.
-        assert second_waits.wait(30), "the second push did not wait for the first"
-        first_may_go_on.set()
-        first.result(timeout=60)
-        second.result(timeout=60)
+        assert second.waits.wait(30), "the second push did not wait for the first"
+        first.release.set()
+        first_push.result(timeout=60)
+        second_push.result(timeout=60)
 
     (on_sale,) = stripe_client.v1.prices.list(
         params={"lookup_keys": ["creditline_pack_500"], "limit": 10}
@@ -613,23 +626,14 @@ def test_pushes_take_turns_so_the_database_names_the_price_on_sale(
 def test_a_pull_waits_for_a_push_in_progress(
     ctx: AppContext, stripe_client: stripe.StripeClient
 ) -> None:
-    pushing, may_go_on, pull_waits = (threading.Event() for _ in range(3))
-
-    def push_progress(_line: str) -> None:
-        if not pushing.is_set():
-            pushing.set()
-            assert may_go_on.wait(30)
-
-    def pull_progress(line: str) -> None:
-        if line.startswith("waiting for another catalog push"):
-            pull_waits.set()
+    push, pull = HeldAfterFirstItem(), SaysItWaits()
 
     with ThreadPoolExecutor(2) as pool:
-        pushed = pool.submit(push_catalog, ctx.db, stripe_client, None, ctx.clock, push_progress)
-        assert pushing.wait(30)
-        pulled = pool.submit(pull_catalog, ctx.db, stripe_client, ctx.clock, pull_progress)
-        assert pull_waits.wait(30), "the pull did not wait for the push"
-        may_go_on.set()
+        pushed = pool.submit(push_catalog, ctx.db, stripe_client, None, ctx.clock, push)
+        assert push.holding.wait(30)
+        pulled = pool.submit(pull_catalog, ctx.db, stripe_client, ctx.clock, pull)
+        assert pull.waits.wait(30), "the pull did not wait for the push"
+        push.release.set()
         pushed.result(timeout=60)
         # The pull read Stripe after the push finished: every item, not the first alone.
         assert len(pulled.result(timeout=60)) == DEFAULT_ITEMS

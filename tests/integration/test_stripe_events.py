@@ -68,17 +68,21 @@ def shop(ctx: AppContext, clock: ManualClock) -> AppContext:
     clock.set(START)
     seed_default_catalog(ctx.db, clock)
     ctx.db.write(lambda tx: _price_ids(tx, clock))
+    open_account(ctx, ACCOUNT)
+    return ctx
+
+
+def open_account(ctx: AppContext, account_id: str) -> None:
     accounts.create_account(
         ctx,
-        account_id=ACCOUNT,
+        account_id=account_id,
         billing_mode=BillingMode.PREPAID,
         stripe_customer_id="",
         parent_id="",
         low_balance_threshold=None,
         metadata={},
-        idempotency_key="create-acct-1",
+        idempotency_key=f"create-{account_id}",
     )
-    return ctx
 
 
 def _price_ids(tx, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
@@ -270,16 +274,7 @@ OTHER = "acct_other"
 @pytest.fixture
 def seller(shop: AppContext) -> AppContext:
     """The shop with a Stripe port that answers like Stripe, and a second account."""
-    accounts.create_account(
-        shop,
-        account_id=OTHER,
-        billing_mode=BillingMode.PREPAID,
-        stripe_customer_id="",
-        parent_id="",
-        low_balance_threshold=None,
-        metadata={},
-        idempotency_key="create-other",
-    )
+    open_account(shop, OTHER)
     return replace(shop, stripe=RecordingStripe())
 
 
